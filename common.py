@@ -1,0 +1,814 @@
+"""The small shared core of the project; every training script imports it.
+
+Contents, in reading order:
+  1. the network: EDM's DDPM++ U-Net ("SongUNet") and EDM's preconditioning, parameter-compatible with
+     the official EDM checkpoints (same module names, shapes and forward function);
+  2. EDM's training loss, EDM's Heun sampler, per-seed latents and the one-step generator G(z);
+  3. runtime: device / DDP set-up, mixed precision, EMA, optimizer, FLOP counting;
+  4. data: CIFAR-10 (official archive, md5-checked), image folders / zips, Fashion-MNIST idx files;
+  5. checkpoints (atomic, config-checked), restricted unpickling, image grids and the progress log.
+
+References: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM),
+and its code (NVlabs/edm, training/networks.py, training/loss.py, generate.py). Written from the paper and
+../shared/spec/edm-songunet.md, not copied.
+"""
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import struct
+import sys
+import tarfile
+import time
+import urllib.request
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ------------------------------------------------------------------------------------------------------
+# 1. The network
+# ------------------------------------------------------------------------------------------------------
+
+def weight_init(shape, fan_in, fan_out):
+    """EDM's 'xavier_uniform': U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
+    return math.sqrt(6 / (fan_in + fan_out)) * (torch.rand(*shape) * 2 - 1)
+
+
+class Linear(nn.Module):
+    def __init__(self, in_features, out_features, bias=True, init_weight=1.0):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(weight_init([out_features, in_features], in_features, out_features) * init_weight)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x):
+        x = x @ self.weight.to(x.dtype).t()
+        return x + self.bias.to(x.dtype) if self.bias is not None else x
+
+
+class Conv2d(nn.Module):
+    """k x k convolution with optional 2x up/down resampling by the [1,1] filter, applied before the conv.
+    kernel=0 means 'resample only'. The filter is a buffer only when resampling (as in EDM's state_dicts)."""
+
+    def __init__(self, in_channels, out_channels, kernel, bias=True, up=False, down=False, init_weight=1.0):
+        super().__init__()
+        assert not (up and down)
+        self.in_channels, self.out_channels, self.up, self.down = in_channels, out_channels, up, down
+        fan_in, fan_out = in_channels * kernel * kernel, out_channels * kernel * kernel
+        self.weight = nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], fan_in, fan_out)
+                                   * init_weight) if kernel else None
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if kernel and bias else None
+        f = torch.tensor([1.0, 1.0])
+        self.register_buffer('resample_filter', (f.ger(f) / f.sum().square())[None, None] if up or down else None)
+
+    def forward(self, x):
+        if self.up:    # depthwise transposed conv with 4x the box filter = nearest-neighbour 2x upsampling
+            f = self.resample_filter.to(x.dtype).mul(4).tile([self.in_channels, 1, 1, 1])
+            x = F.conv_transpose2d(x, f, groups=self.in_channels, stride=2)
+        if self.down:  # depthwise stride-2 conv with the box filter = 2x2 average pooling
+            f = self.resample_filter.to(x.dtype).tile([self.in_channels, 1, 1, 1])
+            x = F.conv2d(x, f, groups=self.in_channels, stride=2)
+        if self.weight is not None:
+            x = F.conv2d(x, self.weight.to(x.dtype), padding=self.weight.shape[-1] // 2)
+        if self.bias is not None:
+            x = x + self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        return x
+
+
+class GroupNorm(nn.Module):
+    def __init__(self, num_channels, num_groups=32, min_channels_per_group=4, eps=1e-6):
+        super().__init__()
+        self.num_groups = min(num_groups, num_channels // min_channels_per_group)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+
+
+class PositionalEmbedding(nn.Module):
+    """Transformer-style sinusoids of c_noise, returned as [cos, sin] (the U-Net swaps the halves)."""
+
+    def __init__(self, num_channels, max_positions=10000, endpoint=True):
+        super().__init__()
+        self.num_channels, self.max_positions, self.endpoint = num_channels, max_positions, endpoint
+
+    def forward(self, x):
+        half = self.num_channels // 2
+        freqs = torch.arange(half, dtype=torch.float32, device=x.device) / (half - (1 if self.endpoint else 0))
+        freqs = (1 / self.max_positions) ** freqs
+        x = x.ger(freqs.to(x.dtype))
+        return torch.cat([x.cos(), x.sin()], dim=1)
+
+
+class UNetBlock(nn.Module):
+    """Pre-activation residual block with a σ-embedding shift, optional resampling and self-attention."""
+
+    def __init__(self, in_channels, out_channels, emb_channels, up=False, down=False, attention=False,
+                 dropout=0.0, skip_scale=math.sqrt(0.5), eps=1e-6):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.dropout, self.skip_scale, self.attention = dropout, skip_scale, attention
+        self.norm0 = GroupNorm(in_channels, eps=eps)
+        self.conv0 = Conv2d(in_channels, out_channels, 3, up=up, down=down)
+        self.affine = Linear(emb_channels, out_channels)
+        self.norm1 = GroupNorm(out_channels, eps=eps)
+        self.conv1 = Conv2d(out_channels, out_channels, 3, init_weight=1e-5)
+        self.skip = None
+        if in_channels != out_channels or up or down:
+            self.skip = Conv2d(in_channels, out_channels, 1, up=up, down=down)
+        if attention:
+            self.norm2 = GroupNorm(out_channels, eps=eps)
+            self.qkv = Conv2d(out_channels, out_channels * 3, 1, init_weight=math.sqrt(0.2))
+            self.proj = Conv2d(out_channels, out_channels, 1, init_weight=1e-5)
+
+    def forward(self, x, emb):
+        orig = x
+        x = self.conv0(F.silu(self.norm0(x)))
+        x = F.silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
+        x = self.conv1(F.dropout(x, p=self.dropout, training=self.training))
+        x = (x + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
+        if self.attention:  # single head; the softmax is computed in float32 as in EDM
+            n, c, h, w = x.shape
+            q, k, v = self.qkv(self.norm2(x)).reshape(n, c, 3, h * w).unbind(2)
+            attn = torch.einsum('ncq,nck->nqk', q.float(), k.float() / math.sqrt(c)).softmax(dim=2).to(q.dtype)
+            a = torch.einsum('nqk,nck->ncq', attn, v)
+            x = (self.proj(a.reshape(n, c, h, w)) + x) * self.skip_scale
+        return x
+
+
+class SongUNet(nn.Module):
+    """EDM's DDPM++ U-Net F(x, c_noise). Module names match EDM's, so official state_dicts load as they are.
+    Split into embed / encode / decode so that the score-free classifier can reuse the first two."""
+
+    def __init__(self, img_resolution=32, in_channels=3, out_channels=3, label_dim=0, augment_dim=0,
+                 model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4,
+                 attn_resolutions=(16,), dropout=0.10):
+        super().__init__()
+        emb_channels, noise_channels = model_channels * channel_mult_emb, model_channels
+        block = dict(emb_channels=emb_channels, dropout=dropout)
+        # Mapping network: c_noise (+ labels, + augment labels) -> embedding.
+        self.map_noise = PositionalEmbedding(noise_channels, endpoint=True)
+        self.map_label = Linear(label_dim, noise_channels) if label_dim else None
+        self.map_augment = Linear(augment_dim, noise_channels, bias=False) if augment_dim else None
+        self.map_layer0 = Linear(noise_channels, emb_channels)
+        self.map_layer1 = Linear(emb_channels, emb_channels)
+        # Encoder: every output is pushed on the skip stack.
+        self.enc = nn.ModuleDict()
+        cout = in_channels
+        for level, mult in enumerate(channel_mult):
+            res = img_resolution >> level
+            if level == 0:
+                self.enc[f'{res}x{res}_conv'] = Conv2d(cout, model_channels, 3)
+                cout = model_channels
+            else:
+                self.enc[f'{res}x{res}_down'] = UNetBlock(cout, cout, down=True, **block)
+            for idx in range(num_blocks):
+                cin, cout = cout, model_channels * mult
+                self.enc[f'{res}x{res}_block{idx}'] = UNetBlock(cin, cout, attention=res in attn_resolutions, **block)
+        skips = [getattr(b, 'out_channels') for b in self.enc.values()]
+        # Decoder: each block{idx} takes cat([x, skips.pop()]).
+        self.dec = nn.ModuleDict()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            res = img_resolution >> level
+            if level == len(channel_mult) - 1:
+                self.dec[f'{res}x{res}_in0'] = UNetBlock(cout, cout, attention=True, **block)
+                self.dec[f'{res}x{res}_in1'] = UNetBlock(cout, cout, **block)
+            else:
+                self.dec[f'{res}x{res}_up'] = UNetBlock(cout, cout, up=True, **block)
+            for idx in range(num_blocks + 1):
+                cin, cout = cout + skips.pop(), model_channels * mult
+                attn = idx == num_blocks and res in attn_resolutions
+                self.dec[f'{res}x{res}_block{idx}'] = UNetBlock(cin, cout, attention=attn, **block)
+        self.dec[f'{img_resolution}x{img_resolution}_aux_norm'] = GroupNorm(cout)
+        self.dec[f'{img_resolution}x{img_resolution}_aux_conv'] = Conv2d(cout, out_channels, 3, init_weight=1e-5)
+
+    def embed(self, noise_labels, class_labels=None, augment_labels=None):
+        emb = self.map_noise(noise_labels)
+        emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(*emb.shape)  # [cos, sin] -> [sin, cos]
+        if self.map_label is not None:
+            emb = emb + self.map_label(class_labels * math.sqrt(self.map_label.in_features))
+        if self.map_augment is not None and augment_labels is not None:
+            emb = emb + self.map_augment(augment_labels)
+        return F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))
+
+    def encode(self, x, emb):
+        skips = []
+        for block in self.enc.values():
+            x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
+            skips.append(x)
+        return skips
+
+    def decode(self, skips, emb):
+        x = skips[-1]
+        for name, block in self.dec.items():
+            if name.endswith('aux_norm'):
+                x = block(x)
+            elif name.endswith('aux_conv'):
+                x = block(F.silu(x))
+            else:
+                if x.shape[1] != block.in_channels:
+                    x = torch.cat([x, skips.pop()], dim=1)
+                x = block(x, emb)
+        return x
+
+    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+        emb = self.embed(noise_labels, class_labels, augment_labels)
+        return self.decode(self.encode(x, emb), emb)
+
+
+class EDMPrecond(nn.Module):
+    """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise) with EDM's four coefficients (σ_data = 0.5).
+    `self.config` holds the constructor arguments: it is saved in every checkpoint to rebuild the net."""
+
+    def __init__(self, img_resolution=32, img_channels=3, label_dim=0, sigma_data=0.5, **unet_kwargs):
+        super().__init__()
+        self.config = dict(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim,
+                           sigma_data=sigma_data, **unet_kwargs)
+        self.img_resolution, self.img_channels, self.label_dim = img_resolution, img_channels, label_dim
+        self.sigma_data = sigma_data
+        self.model = SongUNet(img_resolution=img_resolution, in_channels=img_channels, out_channels=img_channels,
+                              label_dim=label_dim, **unet_kwargs)
+
+    def precond(self, sigma):
+        sd = self.sigma_data
+        c_skip = sd ** 2 / (sigma ** 2 + sd ** 2)
+        c_out = sigma * sd / (sigma ** 2 + sd ** 2).sqrt()
+        c_in = 1 / (sd ** 2 + sigma ** 2).sqrt()
+        c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def labels(self, class_labels, batch, device):
+        """One-hot float labels, zeros when the net is conditional but none are given, None if unconditional."""
+        if self.label_dim == 0:
+            return None
+        if class_labels is None:
+            return torch.zeros([batch, self.label_dim], device=device)
+        return class_labels.to(torch.float32).reshape(-1, self.label_dim)
+
+    def forward(self, x, sigma, class_labels=None, augment_labels=None):
+        x = x.to(torch.float32)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
+        sigma = sigma.expand(x.shape[0], 1, 1, 1)
+        c_skip, c_out, c_in, c_noise = self.precond(sigma)
+        F_x = self.model(c_in * x, c_noise.flatten(), self.labels(class_labels, x.shape[0], x.device),
+                         augment_labels)
+        return c_skip * x + c_out * F_x.to(torch.float32)
+
+
+# Presets. `edm` is the paper's / EDM's CIFAR-10 DDPM++ (55.7 M parameters, augment_dim 9 as in the official
+# checkpoints); `small` trains a usable CIFAR-10 teacher on one GPU in minutes (ours); `tiny` is for CPU tests.
+PRESETS = {
+    'edm': dict(model_channels=128, channel_mult=[2, 2, 2], num_blocks=4, attn_resolutions=[16], augment_dim=9),
+    'small': dict(model_channels=64, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16], augment_dim=0),
+    'tiny': dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[16], augment_dim=0),
+}
+
+
+def build_net(preset, img_resolution, img_channels, label_dim, dropout):
+    if preset not in PRESETS:
+        raise ValueError(f'unknown --preset {preset!r}; choose one of {sorted(PRESETS)}')
+    return EDMPrecond(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim,
+                      dropout=dropout, **PRESETS[preset])
+
+
+def net_from_config(config):
+    return EDMPrecond(**config)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 2. EDM loss, Heun sampler, latents, one-step generator
+# ------------------------------------------------------------------------------------------------------
+
+def edm_sigma(batch, device, P_mean=-1.2, P_std=1.2):
+    """EDM's training noise levels: ln σ ~ N(P_mean, P_std²), shaped [batch, 1, 1, 1]."""
+    return (torch.randn([batch, 1, 1, 1], device=device) * P_std + P_mean).exp()
+
+
+def edm_weight(sigma, sigma_data=0.5):
+    """λ(σ) = (σ² + σ_d²) / (σ·σ_d)², which makes the effective training target unit-variance."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def edm_loss(net, images, class_labels=None, P_mean=-1.2, P_std=1.2, sigma_data=0.5, augment_labels=None):
+    """EDM's denoising loss λ(σ)·‖D(x₀ + σε; σ) − x₀‖², summed over pixels: one value per image."""
+    sigma = edm_sigma(images.shape[0], images.device, P_mean, P_std)
+    noisy = images + torch.randn_like(images) * sigma
+    D = net(noisy, sigma, class_labels, augment_labels)
+    return (edm_weight(sigma, sigma_data) * (D - images) ** 2).flatten(1).sum(1)
+
+
+def edm_sigma_steps(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, device='cpu'):
+    """σ_0 > ... > σ_{N-1} by EDM's ρ-schedule, then σ_N = 0 (float64)."""
+    i = torch.arange(num_steps, dtype=torch.float64, device=device)
+    t = (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([t, torch.zeros_like(t[:1])])
+
+
+@torch.no_grad()
+def edm_sampler(denoise, latents, class_labels=None, num_steps=18, sigma_min=0.002, sigma_max=80, rho=7):
+    """EDM's deterministic Heun sampler (Algorithm 1, S_churn = 0) in float64: 2·num_steps − 1 calls of
+    denoise(x, sigma, class_labels) -> D(x; σ). latents ~ N(0, I) are scaled by σ_max."""
+    t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho, latents.device)
+    x_next = latents.to(torch.float64) * t_steps[0]
+    for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+        x_cur = x_next
+        d_cur = (x_cur - denoise(x_cur, t_cur, class_labels).to(torch.float64)) / t_cur   # Euler step
+        x_next = x_cur + (t_next - t_cur) * d_cur
+        if i < num_steps - 1:                                                              # 2nd-order fix
+            d_prime = (x_next - denoise(x_next, t_next, class_labels).to(torch.float64)) / t_next
+            x_next = x_cur + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next
+
+
+def net_denoiser(net):
+    """Adapt an EDMPrecond to the sampler's denoise(x, σ, labels): float32 in, float64 out."""
+    def denoise(x, sigma, class_labels):
+        sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).expand(x.shape[0])
+        return net(x.to(torch.float32), sigma, class_labels).to(torch.float64)
+    return denoise
+
+
+def seeded_latents(seeds, shape, device):
+    """One generator per seed, so image i depends only on seed i, not on the batch it was drawn in."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(device)
+
+
+def seeded_labels(seeds, label_dim, device):
+    """Random one-hot class labels drawn from the same per-seed streams (offset so they differ from z)."""
+    if not label_dim:
+        return None
+    idx = [int(torch.randint(label_dim, (1,), generator=torch.Generator().manual_seed(int(s) + (1 << 40))))
+           for s in seeds]
+    return F.one_hot(torch.tensor(idx), label_dim).float().to(device)
+
+
+def generate_one_step(G, z, sigma_init, class_labels=None):
+    """The one-step generator of Diff-Instruct and the score-free family: G(z) = D_θ(σ_init·z; σ_init)."""
+    sigma = torch.full([z.shape[0]], float(sigma_init), device=z.device)
+    return G(sigma_init * z, sigma, class_labels)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 3. Runtime: devices, DDP, precision, EMA, optimizer, FLOPs
+# ------------------------------------------------------------------------------------------------------
+
+def init_distributed(device_flag='auto'):
+    """Single process, or one process per GPU under torchrun (NCCL on CUDA, gloo on CPU).
+    Returns (rank, world_size, device)."""
+    if device_flag == 'auto':
+        device_flag = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device_flag == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda was asked for but no CUDA GPU is visible; use --device cpu')
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    rank = int(os.environ.get('RANK', '0'))
+    if world_size > 1:
+        local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+        backend = 'nccl' if device_flag == 'cuda' else 'gloo'
+        if device_flag == 'cuda':
+            torch.cuda.set_device(local_rank)
+        torch.distributed.init_process_group(backend=backend)
+        device = torch.device('cuda', local_rank) if device_flag == 'cuda' else torch.device('cpu')
+    else:
+        device = torch.device('cuda', torch.cuda.current_device()) if device_flag == 'cuda' else torch.device('cpu')
+    return rank, world_size, device
+
+
+def ddp_wrap(net, device, world_size):
+    if world_size == 1:
+        return net
+    return nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == 'cuda' else None)
+
+
+def all_reduce_mean(x, world_size):
+    """Average a tensor over ranks (for logging losses)."""
+    if world_size > 1:
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        x /= world_size
+    return x
+
+
+def setup_precision(device, precision, tf32):
+    """Returns (autocast context factory, GradScaler or None). bf16 autocast is the default on CUDA; fp16
+    gets a gradient scaler; on CPU everything runs in fp32 (autocast on CPU is slow and not what we test)."""
+    if precision not in ('bf16', 'fp16', 'fp32'):
+        raise ValueError(f'--precision must be bf16, fp16 or fp32, not {precision!r}')
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+    if device.type != 'cuda' or precision == 'fp32':
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
+    scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
+    return (lambda: torch.autocast('cuda', dtype=dtype)), scaler
+
+
+def make_adam(params, lr, betas, eps=1e-8, device=None):
+    """Adam, fused on CUDA (one kernel for all parameters)."""
+    fused = device is not None and device.type == 'cuda'
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+
+
+def optimizer_step(optimizer, params, scaler=None):
+    """EDM's safety net: NaN/Inf gradients become 0/±1e5 before the step. With fp16 the scaler unscales first."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def ema_beta(cur_nimg, batch_size, halflife_kimg=500, rampup_ratio=0.05):
+    """EDM's EMA decay per step: half-life in images, capped to rampup_ratio × images seen so far."""
+    halflife_nimg = halflife_kimg * 1000
+    if rampup_ratio is not None and rampup_ratio > 0:
+        halflife_nimg = min(halflife_nimg, cur_nimg * rampup_ratio)
+    return 0.5 ** (batch_size / max(halflife_nimg, 1e-8))
+
+
+@torch.no_grad()
+def ema_update(ema, net, beta):
+    """ema ← beta·ema + (1 − beta)·net, parameter by parameter; buffers are copied."""
+    for p_ema, p_net in zip(ema.parameters(), net.parameters()):
+        p_ema.copy_(p_net.detach().lerp(p_ema, beta))
+    for b_ema, b_net in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b_net)
+
+
+def count_flops(fn):
+    """Floating-point operations of one call of fn() (forward only; a multiply-add counts as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (TFLOP/s), for MFU; override with --peak-tflops.
+PEAK_TFLOPS = {'H200': 989.4, 'H100': 989.4, 'A100': 312.0, 'L40S': 362.0, 'A10G': 125.0, 'RTX 4090': 165.2}
+
+
+def peak_tflops(device, override=None):
+    if override:
+        return override
+    if device.type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def peak_memory_gb(device):
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    try:  # CPU: the process's peak resident set size
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    except ImportError:
+        return float('nan')
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def maybe_compile(net, enabled):
+    return torch.compile(net) if enabled else net
+
+
+# ------------------------------------------------------------------------------------------------------
+# 4. Data: images as one uint8 tensor [N, C, H, W] in memory, labels as int64 [N] (or None)
+# ------------------------------------------------------------------------------------------------------
+
+CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
+CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
+CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+FASHION_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+                 'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+FASHION_DIRS = ['/usr/share/datasets/fashion-mnist']  # Debian's dataset-fashion-mnist package
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'diffratio', 'data')
+
+
+class Dataset:
+    """The whole dataset in memory: images uint8 [N, C, H, W], labels int64 [N] or None."""
+
+    def __init__(self, images, labels, num_classes, name, checksum=None):
+        self.images, self.labels, self.num_classes, self.name, self.checksum = images, labels, num_classes, name, checksum
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    @property
+    def resolution(self):
+        return self.images.shape[-1]
+
+    @property
+    def channels(self):
+        return self.images.shape[1]
+
+    def one_hot(self, idx):
+        return None if self.labels is None else F.one_hot(self.labels[idx], self.num_classes).float()
+
+
+def file_digest(path, algo='md5'):
+    h = hashlib.new(algo)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url, path):
+    """Download to path atomically (a partial download never looks complete)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.part'
+    print(f'downloading {url} -> {path}', file=sys.stderr)
+    with urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
+    os.replace(tmp, path)
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickle numpy arrays and builtins only: CIFAR-10's batches are pickles, and a pickle can run code."""
+    ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+               ('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode')}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'refusing to unpickle global {module}.{name}')
+
+
+def load_cifar10(data_dir, split='train', allow_download=True):
+    """The official python archive: 5 training batches (50 000) and one test batch (10 000), each a pickle of
+    {'data': uint8 [N, 3072] in R-plane, G-plane, B-plane order, 'labels': [N]}."""
+    path = os.path.join(data_dir, 'cifar-10-python.tar.gz')
+    if not os.path.isfile(path):
+        if not allow_download:
+            raise FileNotFoundError(f'{path} not found and downloads are disabled (--no-download). Download '
+                                    f'{CIFAR10_URL} into {data_dir}, or pass --data-dir pointing at a folder '
+                                    f'that holds cifar-10-python.tar.gz')
+        download(CIFAR10_URL, path)
+    md5 = file_digest(path, 'md5')
+    if md5 != CIFAR10_MD5:
+        raise ValueError(f'{path} has md5 {md5}, expected {CIFAR10_MD5}: the file is corrupt or not the '
+                         f'official archive; delete it and download again')
+    names = [f'data_batch_{i}' for i in range(1, 6)] if split == 'train' else ['test_batch']
+    images, labels = [], []
+    with tarfile.open(path, 'r:gz') as tar:
+        for name in names:
+            d = NumpyOnlyUnpickler(tar.extractfile(f'cifar-10-batches-py/{name}'), encoding='bytes').load()
+            images.append(np.asarray(d[b'data'], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(d[b'labels'], dtype=np.int64))
+    return Dataset(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), 10,
+                   f'cifar10-{split}', checksum=f'md5:{md5}')
+
+
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')
+
+
+def decode_image(data):
+    from PIL import Image
+    img = Image.open(io.BytesIO(data))
+    img = img.convert('L' if img.mode in ('L', 'I;16', '1') else 'RGB')
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def load_image_folder(path, split=None):
+    """A folder or .zip of images laid out as [<split>/]<class>/<name>.{png,jpg}. Classes are the sorted
+    folder names (labels); a flat folder has no labels. The zip's sha256 is recorded."""
+    if zipfile.is_zipfile(path):
+        zf = zipfile.ZipFile(path)
+        files = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTS))
+        read = zf.read
+        checksum = 'sha256:' + file_digest(path, 'sha256')
+    elif os.path.isdir(path):
+        files = sorted(os.path.relpath(os.path.join(r, f), path).replace(os.sep, '/')
+                       for r, _, fs in os.walk(path) for f in fs if f.lower().endswith(IMAGE_EXTS))
+        read = lambda n: open(os.path.join(path, n), 'rb').read()
+        checksum = None
+    else:
+        raise FileNotFoundError(f'dataset path {path!r} is neither a folder nor a zip file')
+    if split is not None and any(f.startswith(split + '/') for f in files):
+        files = [f[len(split) + 1:] for f in files if f.startswith(split + '/')]
+        prefix = split + '/'
+    else:
+        prefix = ''
+    if not files:
+        raise ValueError(f'no images ({", ".join(IMAGE_EXTS)}) found in {path!r}')
+    classes = sorted({f.split('/')[-2] for f in files if '/' in f})
+    labelled = classes and all('/' in f for f in files)
+    images = [decode_image(read(prefix + f)) for f in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f'images in {path!r} have different shapes {sorted(shapes)[:4]}; resize them first')
+    labels = torch.tensor([classes.index(f.split('/')[-2]) for f in files]) if labelled else None
+    return Dataset(torch.from_numpy(np.stack(images)), labels, len(classes) if labelled else 0,
+                   os.path.basename(path.rstrip('/')), checksum)
+
+
+def read_idx(path):
+    """An MNIST-style idx file (optionally .gz): magic, dims as big-endian int32, then uint8 data."""
+    opener = gzip.open if path.endswith('.gz') else open
+    with opener(path, 'rb') as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack('>HBB', data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f'{path} is not a uint8 idx file')
+    dims = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != math.prod(dims):
+        raise ValueError(f'{path} is truncated: expected {math.prod(dims)} values, found {arr.size}')
+    return arr.reshape(dims)
+
+
+def load_fashion_mnist(data_dir, split='train'):
+    """Fashion-MNIST idx files, 28×28 zero-padded to 32×32, one channel, 10 classes."""
+    dirs = [data_dir, os.path.join(data_dir, 'fashion-mnist')] + FASHION_DIRS
+    img_name, lab_name = FASHION_FILES[split]
+    for d in dirs:
+        for ext in ('', '.gz'):
+            if os.path.isfile(os.path.join(d, img_name + ext)):
+                images = read_idx(os.path.join(d, img_name + ext))
+                labels = read_idx(os.path.join(d, lab_name + ext))
+                images = np.pad(images, ((0, 0), (2, 2), (2, 2)))[:, None]
+                return Dataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)), 10,
+                               f'fashion-mnist-{split}')
+    raise FileNotFoundError(f'Fashion-MNIST {img_name}[.gz] not found in {dirs}; on Debian: '
+                            f'apt-get install dataset-fashion-mnist, or pass --data-dir')
+
+
+def load_dataset(dataset, data_dir=DEFAULT_DATA_DIR, split='train', allow_download=True):
+    """--dataset cifar10 | fashion-mnist | PATH (a folder or zip of images)."""
+    if split not in ('train', 'test'):
+        raise ValueError(f'--split must be train or test, not {split!r}')
+    if dataset == 'cifar10':
+        return load_cifar10(data_dir, split, allow_download)
+    if dataset in ('fashion-mnist', 'fashion_mnist'):
+        return load_fashion_mnist(data_dir, split)
+    if os.path.exists(dataset):
+        return load_image_folder(dataset, split)
+    raise FileNotFoundError(f'--dataset {dataset!r}: not a known name (cifar10, fashion-mnist) and no such '
+                            f'folder or zip file')
+
+
+class BatchSampler:
+    """Random minibatches from an in-memory Dataset ('poor man's data loader'): indices from a seeded torch
+    Generator (its state goes in the checkpoint, so resume continues the same stream), optional x-flip,
+    scaled to [−1, 1]. Each DDP rank draws from its own stream."""
+
+    def __init__(self, data, batch, device, seed=0, rank=0, xflip=False):
+        self.data, self.batch, self.device, self.xflip = data, batch, device, xflip
+        self.gen = torch.Generator().manual_seed(seed * 1000003 + rank)
+        self.images = data.images.to(device) if device.type == 'cuda' else data.images
+
+    def __next__(self):
+        idx = torch.randint(len(self.data), (self.batch,), generator=self.gen)
+        flip = torch.rand(self.batch, generator=self.gen) < 0.5 if self.xflip else None
+        x = self.images[idx.to(self.images.device)].to(self.device).to(torch.float32) / 127.5 - 1
+        if flip is not None:
+            x = torch.where(flip.to(self.device)[:, None, None, None], x.flip(3), x)
+        labels = self.data.one_hot(idx)
+        return x, (labels.to(self.device) if labels is not None else None)
+
+    def state_dict(self):
+        return {'gen': self.gen.get_state()}
+
+    def load_state_dict(self, state):
+        self.gen.set_state(state['gen'])
+
+
+def random_labels(batch, num_classes, device):
+    return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
+                                                  num_classes).float()
+
+
+# ------------------------------------------------------------------------------------------------------
+# 5. Checkpoints, RNG state, grids, logging
+# ------------------------------------------------------------------------------------------------------
+
+def unwrap(net):
+    """The plain module under DDP and torch.compile wrappers."""
+    while hasattr(net, 'module') or hasattr(net, '_orig_mod'):
+        net = getattr(net, 'module', None) or getattr(net, '_orig_mod')
+    return net
+
+
+def save_checkpoint(path, state):
+    """Write atomically: to a temporary file in the same folder, then rename (a crash never leaves half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, kind=None):
+    """Load a checkpoint written by save_checkpoint (weights_only: no code is unpickled).
+    kind: the 'kind' field the caller expects ('teacher', 'generator', ...) or a tuple of them."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path!r} not found')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f'{path!r} is not a readable checkpoint of this project ({type(e).__name__}: {e}); '
+                         f'an official EDM .pkl must be imported first with teacher.py --import-edm') from None
+    if not isinstance(ckpt, dict) or 'kind' not in ckpt:
+        raise ValueError(f'{path!r} is not a checkpoint of this project (no "kind" field)')
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds and ckpt['kind'] not in kinds:
+        raise ValueError(f'{path!r} holds a {ckpt["kind"]!r} checkpoint, but a {" or ".join(kinds)!r} one is needed')
+    return ckpt
+
+
+def check_resume_config(saved, current, keys):
+    """Refuse to resume a run whose settings differ in what makes it the same run."""
+    diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
+    if diff:
+        lines = ', '.join(f'{k}: checkpoint {a!r} vs now {b!r}' for k, (a, b) in diff.items())
+        raise ValueError(f'cannot resume: the checkpoint was made with another config ({lines}); '
+                         f'use the same flags or start a new --outdir')
+
+
+def load_net_state(net, state_dict, source):
+    """Strict load with a message that names the offending keys."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    extra = [k for k in state_dict if k not in own]
+    shape = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}' for k in own
+             if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or extra or shape:
+        raise ValueError(f'{source}: weights do not fit the network: missing {missing[:5]}, unexpected '
+                         f'{extra[:5]}, shape mismatches {shape[:5]}')
+    net.load_state_dict(state_dict)
+
+
+def rng_state():
+    state = {'cpu': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state['cpu'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state['cuda'])
+
+
+def to_uint8(images):
+    """[-1, 1] floats -> uint8, rounded (the quantisation every FID protocol applies to samples)."""
+    return (images.to(torch.float32) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def save_grid(images, path, cols=None):
+    """Save [N, C, H, W] images ([-1, 1] floats or uint8) as one PNG grid."""
+    from PIL import Image
+    images = images.detach().cpu()
+    if images.dtype != torch.uint8:
+        images = to_uint8(images)
+    n, c, h, w = images.shape
+    cols = cols or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = torch.zeros([rows * cols, c, h, w], dtype=torch.uint8)
+    grid[:n] = images
+    grid = grid.reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c).numpy()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(grid[:, :, 0] if c == 1 else grid, 'L' if c == 1 else 'RGB').save(path)
+
+
+class Logger:
+    """One progress line per interval on stdout (rank 0), mirrored as JSON lines in <outdir>/log.jsonl."""
+
+    def __init__(self, outdir, rank=0):
+        self.rank = rank
+        self.path = os.path.join(outdir, 'log.jsonl') if outdir else None
+
+    def __call__(self, fields):
+        if self.rank != 0:
+            return
+        print('  '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in fields.items()),
+              flush=True)
+        if self.path:
+            with open(self.path, 'a') as f:
+                f.write(json.dumps({'time': time.time(), **fields}) + '\n')
+
+
+def print0(*args, rank=0, **kwargs):
+    if rank == 0:
+        print(*args, **kwargs, flush=True)

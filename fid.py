@@ -1,0 +1,561 @@
+"""Exact FID (Heusel et al. 2017) with the TF / EDM pipeline, in plain PyTorch, without torchvision.
+
+  reference stats:  python fid.py ref --dataset cifar10 --out refs/cifar10-train.npz
+  a checkpoint:     python fid.py calc --ckpt runs/score_free/generator.pt --num 50000 --ref refs/cifar10-train.npz
+  a folder / zip:   python fid.py calc --images samples/ --ref refs/cifar10-train.npz
+  offline:          add --inception PATH (pytorch-fid's pt_inception-2015-12-05-6726825d.pth, torch-fidelity's
+                    weights file, or NVIDIA's TorchScript inception-2015-12-05.pt)
+
+FID = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½) over the 2048-d pool3 features of the 2015-12-05 Inception-v3.
+At 32×32 the resize decides the number: `tf` mode (default) resizes like TF1's resize_bilinear
+(align_corners=False, source index i·in/out) and scales by (x − 128)/128, which is what TTUR, EDM and
+StyleGAN2-ADA report; `pytorch-fid` mode uses torch's half-pixel bilinear resize and x/255·2 − 1 (about
+10 FID points apart at 32×32). Statistics record their mode and refuse to be compared across modes.
+"""
+import argparse
+import hashlib
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import scipy
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if tuple(int(v) for v in scipy.__version__.split('.')[:2]) < (1, 13):
+    raise ImportError(f'fid.py needs scipy >= 1.13 (found {scipy.__version__}; 1.11.2-1.12 have a broken sqrtm)')
+
+PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
+                   'pt_inception-2015-12-05-6726825d.pth')
+PYTORCH_FID_SHA256_PREFIX = '6726825d'  # torch.hub's convention: the file name carries its sha256 prefix
+CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'diffratio', 'fid')
+MODES = ('tf', 'pytorch-fid')
+
+# ------------------------------------------------------------------------------------------------------
+# Inception-v3, FID variant (pytorch-fid / torchvision parameter names)
+# ------------------------------------------------------------------------------------------------------
+
+class BasicConv2d(nn.Module):
+    """conv (no bias) -> batch norm (eps 1e-3) -> ReLU."""
+
+    def __init__(self, cin, cout, kernel, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def avg_pool(x):
+    """The FID graph's 3×3 average pool ignores the zero padding (count_include_pad=False)."""
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+class InceptionA(nn.Module):
+    def __init__(self, cin, pool_features):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, 1)
+        self.branch5x5_1 = BasicConv2d(cin, 48, 1)
+        self.branch5x5_2 = BasicConv2d(48, 64, 5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pool_features, 1)
+
+    def forward(self, x):
+        return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          self.branch_pool(avg_pool(x))], 1)
+
+
+class InceptionB(nn.Module):
+    def __init__(self, cin):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, 1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, 3, stride=2)
+
+    def forward(self, x):
+        return torch.cat([self.branch3x3(x), self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class InceptionC(nn.Module):
+    def __init__(self, cin, c7):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(cin, c7, 1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = x
+        for i in range(1, 6):
+            bd = getattr(self, f'branch7x7dbl_{i}')(bd)
+        return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(avg_pool(x))], 1)
+
+
+class InceptionD(nn.Module):
+    def __init__(self, cin):
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch3x3_2 = BasicConv2d(192, 320, 3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192, 1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, (7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, 3, stride=2)
+
+    def forward(self, x):
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, 3, stride=2)], 1)
+
+
+class InceptionE(nn.Module):
+    """pool='avg' in Mixed_7b (padding not counted), 'max' in Mixed_7c: a quirk of the TF graph FID uses."""
+
+    def __init__(self, cin, pool):
+        super().__init__()
+        self.pool = pool
+        self.branch1x1 = BasicConv2d(cin, 320, 1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, 1)
+        self.branch3x3_2a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, 1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, 1)
+
+    def forward(self, x):
+        b3 = self.branch3x3_1(x)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        pooled = avg_pool(x) if self.pool == 'avg' else F.max_pool2d(x, 3, stride=1, padding=1)
+        return torch.cat([self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+                          self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd), self.branch_pool(pooled)], 1)
+
+
+class InceptionV3FID(nn.Module):
+    """Input: [N, 3, 299, 299] in [−1, 1] (already resized). Output: [N, 2048] pool3 features.
+    `fc` (1008 logits) exists only so that pytorch-fid's file loads strictly; it is not used."""
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, 3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, 3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, 1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, 3)
+        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = InceptionA(192, 32), InceptionA(256, 64), InceptionA(288, 64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b, self.Mixed_6c = InceptionC(768, 128), InceptionC(768, 160)
+        self.Mixed_6d, self.Mixed_6e = InceptionC(768, 160), InceptionC(768, 192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b, self.Mixed_7c = InceptionE(1280, 'avg'), InceptionE(2048, 'max')
+        self.fc = nn.Linear(2048, 1008)
+
+    def forward(self, x):
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, 3, stride=2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, 3, stride=2)
+        for name in ['5b', '5c', '5d', '6a', '6b', '6c', '6d', '6e', '7a', '7b', '7c']:
+            x = getattr(self, f'Mixed_{name}')(x)
+        return x.mean(dim=(2, 3))
+
+
+# NVIDIA's TorchScript file stores the TF graph's names; this maps them to ours (see ../shared/fid/README.md).
+_TF_BLOCKS = {'conv': 'Conv2d_1a_3x3', 'conv_1': 'Conv2d_2a_3x3', 'conv_2': 'Conv2d_2b_3x3',
+              'conv_3': 'Conv2d_3b_1x1', 'conv_4': 'Conv2d_4a_3x3', 'mixed': 'Mixed_5b', 'mixed_1': 'Mixed_5c',
+              'mixed_2': 'Mixed_5d', 'mixed_3': 'Mixed_6a', 'mixed_4': 'Mixed_6b', 'mixed_5': 'Mixed_6c',
+              'mixed_6': 'Mixed_6d', 'mixed_7': 'Mixed_6e', 'mixed_8': 'Mixed_7a', 'mixed_9': 'Mixed_7b',
+              'mixed_10': 'Mixed_7c'}
+_TF_UNITS = {  # per block type: TF tower name -> torchvision branch name
+    'A': {'conv': 'branch1x1', 'tower.conv': 'branch5x5_1', 'tower.conv_1': 'branch5x5_2',
+          'tower_1.conv': 'branch3x3dbl_1', 'tower_1.conv_1': 'branch3x3dbl_2', 'tower_1.conv_2': 'branch3x3dbl_3',
+          'tower_2.conv': 'branch_pool'},
+    'B': {'conv': 'branch3x3', 'tower.conv': 'branch3x3dbl_1', 'tower.conv_1': 'branch3x3dbl_2',
+          'tower.conv_2': 'branch3x3dbl_3'},
+    'C': {'conv': 'branch1x1', 'tower.conv': 'branch7x7_1', 'tower.conv_1': 'branch7x7_2',
+          'tower.conv_2': 'branch7x7_3', 'tower_1.conv': 'branch7x7dbl_1', 'tower_1.conv_1': 'branch7x7dbl_2',
+          'tower_1.conv_2': 'branch7x7dbl_3', 'tower_1.conv_3': 'branch7x7dbl_4',
+          'tower_1.conv_4': 'branch7x7dbl_5', 'tower_2.conv': 'branch_pool'},
+    'D': {'tower.conv': 'branch3x3_1', 'tower.conv_1': 'branch3x3_2', 'tower_1.conv': 'branch7x7x3_1',
+          'tower_1.conv_1': 'branch7x7x3_2', 'tower_1.conv_2': 'branch7x7x3_3', 'tower_1.conv_3': 'branch7x7x3_4'},
+    'E': {'conv': 'branch1x1', 'tower_conv': 'branch3x3_1', 'tower_mixed_conv': 'branch3x3_2a',
+          'tower_mixed_conv_1': 'branch3x3_2b', 'tower_1_conv': 'branch3x3dbl_1', 'tower_1_conv_1': 'branch3x3dbl_2',
+          'tower_1_mixed_conv': 'branch3x3dbl_3a', 'tower_1_mixed_conv_1': 'branch3x3dbl_3b',
+          'tower_2_conv': 'branch_pool'},
+}
+_BLOCK_TYPE = {'Mixed_5b': 'A', 'Mixed_5c': 'A', 'Mixed_5d': 'A', 'Mixed_6a': 'B', 'Mixed_6b': 'C', 'Mixed_6c': 'C',
+               'Mixed_6d': 'C', 'Mixed_6e': 'C', 'Mixed_7a': 'D', 'Mixed_7b': 'E', 'Mixed_7c': 'E'}
+_TF_PARAMS = {'weight': 'conv.weight', 'beta': 'bn.bias', 'mean': 'bn.running_mean', 'var': 'bn.running_var'}
+
+
+def tf_to_torchvision_names(tf_state):
+    """Rename NVIDIA's `net.layers.<tf name>.{weight,beta,mean,var}` to torchvision names; gamma = 1."""
+    out = {}
+    for key, value in tf_state.items():
+        path, param = key[len('net.layers.'):].rsplit('.', 1)
+        block, _, unit = path.partition('.')
+        name = _TF_BLOCKS[block]
+        if unit:
+            name = f'{name}.{_TF_UNITS[_BLOCK_TYPE[name]][unit]}'
+        out[f'{name}.{_TF_PARAMS[param]}'] = value
+        if param == 'beta':
+            out[f'{name}.bn.weight'] = torch.ones_like(value)
+    return out
+
+
+def load_inception(path=None, allow_download=True):
+    """The FID feature network, from (in order of preference) a given file or pytorch-fid's weights in the
+    cache (downloaded and sha256-checked on first use). Files accepted: a state_dict with torchvision names
+    (pytorch-fid, torch-fidelity), or NVIDIA's TorchScript detector. Any other TorchScript module is used as
+    a custom detector as it is (input: resized images in [−1, 1]); this is how tests plug in a tiny network."""
+    if path is None:
+        path = os.path.join(CACHE_DIR, os.path.basename(PYTORCH_FID_URL))
+        if not os.path.isfile(path):
+            if not allow_download:
+                raise FileNotFoundError(f'no Inception weights at {path} and downloads are disabled; pass '
+                                        f'--inception PATH (e.g. pytorch-fid\'s {os.path.basename(PYTORCH_FID_URL)})')
+            import common
+            common.download(PYTORCH_FID_URL, path)
+            digest = common.file_digest(path, 'sha256')
+            if not digest.startswith(PYTORCH_FID_SHA256_PREFIX):
+                os.remove(path)
+                raise ValueError(f'downloaded Inception weights have sha256 {digest}, expected {PYTORCH_FID_SHA256_PREFIX}...')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'Inception weights {path!r} not found')
+    try:  # TorchScript archive? (NVIDIA's detector is one; torch marks jit as deprecated, hence the filter)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            scripted = torch.jit.load(path, map_location='cpu')
+    except Exception:
+        scripted = None
+    if scripted is not None:
+        state = scripted.state_dict()
+        if not any(k.startswith('net.layers.') for k in state):
+            print(f'fid: using {path} as a custom TorchScript feature detector', file=sys.stderr)
+            return scripted.eval()
+        state = tf_to_torchvision_names(state)
+    else:
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ValueError(f'{path!r} is neither a TorchScript module nor a state_dict ({e})') from None
+        state = {k.removeprefix('module.'): v for k, v in state.items() if not k.endswith('num_batches_tracked')}
+    net = InceptionV3FID()
+    own = net.state_dict()
+    own = {k: v for k, v in own.items() if not k.endswith('num_batches_tracked')}
+    missing = sorted(set(own) - set(state) - {'fc.weight', 'fc.bias'})
+    unexpected = sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or bad:
+        raise ValueError(f'{path!r} is not an Inception-v3 FID weights file: missing {missing[:4]}, unexpected '
+                         f'{unexpected[:4]}, wrong shapes {bad[:4]}')
+    net.load_state_dict(state, strict=False)
+    return net.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Preprocessing
+# ------------------------------------------------------------------------------------------------------
+
+def tf_resize_matrix(n_in, n_out):
+    """TF1 resize_bilinear (align_corners=False, no half-pixel): output i samples input at s = i·n_in/n_out,
+    between floor(s) and min(floor(s) + 1, n_in − 1). Returned as an [n_out, n_in] matrix."""
+    s = np.arange(n_out, dtype=np.float64) * (n_in / n_out)
+    lo = np.floor(s).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (s - lo).astype(np.float32)
+    m = np.zeros((n_out, n_in), np.float32)
+    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return torch.from_numpy(m)
+
+
+def preprocess(images, mode='tf', size=299):
+    """uint8 [N, C, H, W] (C = 1 or 3) -> float32 [N, 3, size, size] in [−1, 1], as the chosen pipeline does."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f'FID takes uint8 images (quantise samples first), got {images.dtype}')
+    x = images.to(torch.float32)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    if mode == 'tf':
+        if x.shape[2:] != (size, size):
+            mh = tf_resize_matrix(x.shape[2], size).to(x.device)
+            mw = tf_resize_matrix(x.shape[3], size).to(x.device)
+            x = torch.einsum('ih,nchw,jw->ncij', mh, x, mw)
+        return (x - 128) / 128
+    if mode == 'pytorch-fid':
+        x = F.interpolate(x / 255, size=(size, size), mode='bilinear', align_corners=False)
+        return 2 * x - 1
+    raise ValueError(f'unknown FID mode {mode!r}; choose one of {MODES}')
+
+
+# ------------------------------------------------------------------------------------------------------
+# Statistics and the Fréchet distance
+# ------------------------------------------------------------------------------------------------------
+
+class FeatureStats:
+    """Streaming mean and unbiased covariance in float64: holds Σf and Σffᵀ, never the features."""
+
+    def __init__(self, dim):
+        self.n, self.sum, self.outer = 0, np.zeros(dim), np.zeros((dim, dim))
+
+    def update(self, feats):
+        f = np.asarray(feats, dtype=np.float64)
+        self.n += f.shape[0]
+        self.sum += f.sum(0)
+        self.outer += f.T @ f
+
+    def all_reduce(self, device):
+        """Sum the accumulators over DDP ranks."""
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            for name in ('sum', 'outer'):
+                t = torch.from_numpy(getattr(self, name)).to(device)
+                torch.distributed.all_reduce(t)
+                setattr(self, name, t.cpu().numpy())
+            n = torch.tensor([self.n], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(n)
+            self.n = int(n.item())
+
+    def mean_cov(self):
+        if self.n < 2:
+            raise ValueError(f'FID statistics need at least 2 images, got {self.n}')
+        mu = self.sum / self.n
+        return mu, (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+
+def save_stats(path, mu, sigma, mode, count):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, mu=mu, sigma=sigma, mode=np.array(mode), count=np.array(count))
+    os.replace(tmp, path)
+
+
+def load_stats(path):
+    """mu, sigma, mode, count from our .npz, or from EDM / pytorch-fid .npz files (mode assumed 'tf' for EDM-
+    style files without a mode field: say otherwise by naming the file *pytorch-fid*)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'FID reference statistics {path!r} not found; make them with: python fid.py ref '
+                                f'--dataset cifar10 --out {path}')
+    with np.load(path) as d:
+        if 'mu' not in d or 'sigma' not in d:
+            raise ValueError(f'{path!r} has no "mu" and "sigma" arrays: not FID statistics')
+        mode = str(d['mode']) if 'mode' in d else ('pytorch-fid' if 'pytorch-fid' in os.path.basename(path) else 'tf')
+        count = int(d['count']) if 'count' in d else -1
+        return d['mu'].astype(np.float64), d['sigma'].astype(np.float64), mode, count
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """‖μ₁−μ₂‖² + tr Σ₁ + tr Σ₂ − 2·tr (Σ₁Σ₂)^½, with tr (Σ₁Σ₂)^½ = Σᵢ √λᵢ(Σ₁Σ₂): the eigenvalues of a product
+    of two PSD matrices are real and ≥ 0, so one eigenvalue solve (~3 s at 2048²) replaces sqrtm (~20 s).
+    As pytorch-fid: if the product is singular enough to break the solve, retry with eps·I added; refuse a
+    result with a significant imaginary part."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f'FID statistics have different shapes: {mu1.shape} vs {mu2.shape}')
+    diff = mu1 - mu2
+    eig = scipy.linalg.eigvals(sigma1 @ sigma2)
+    if not np.isfinite(eig).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        eig = scipy.linalg.eigvals((sigma1 + offset) @ (sigma2 + offset))
+    scale = max(1.0, float(np.abs(eig.real).max()))
+    if np.abs(eig.imag).max() > 1e-3 * scale:
+        raise ValueError(f'imaginary component {np.abs(eig.imag).max():.3g} in tr sqrt(Σ1 Σ2): the statistics '
+                         f'are not valid covariances')
+    tr_covmean = np.sqrt(np.clip(eig.real, 0, None)).sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
+
+
+def metric_name(num):
+    """fid50k, fid10k, fid2500, ...: every FID carries its sample count."""
+    return f'fid{num // 1000}k' if num % 1000 == 0 else f'fid{num}'
+
+
+# ------------------------------------------------------------------------------------------------------
+# Feature extraction and the function API used by the training scripts
+# ------------------------------------------------------------------------------------------------------
+
+_DETECTORS = {}
+
+
+def get_detector(path, device, allow_download=True):
+    """Load once per (path, device) and keep: training loops call FID many times."""
+    key = (path, str(device))
+    if key not in _DETECTORS:
+        _DETECTORS[key] = load_inception(path, allow_download).to(device)
+    return _DETECTORS[key]
+
+
+@torch.no_grad()
+def features(detector, images, mode='tf', device='cpu'):
+    """uint8 images -> float32 features (no autocast: FID features are computed in float32)."""
+    with torch.autocast(device_type=torch.device(device).type, enabled=False):
+        return detector(preprocess(images.to(device), mode)).float().cpu().numpy()
+
+
+def stats_from_batches(batches, detector, mode, device, rank=0, log_every=0):
+    """Stream an iterable of uint8 batches through the detector into FeatureStats (summed over ranks)."""
+    stats, t0 = None, time.time()
+    for images in batches:
+        f = features(detector, images, mode, device)
+        stats = stats or FeatureStats(f.shape[1])
+        stats.update(f)
+        if log_every and rank == 0 and stats.n % log_every < len(images):
+            print(f'fid: {stats.n} images  {stats.n / (time.time() - t0):.1f} img/s', file=sys.stderr)
+    if stats is None:
+        raise ValueError('FID statistics need at least 2 images, got 0')
+    stats.all_reduce(device)
+    if rank == 0:
+        dt = time.time() - t0
+        print(f'fid: {stats.n} images in {dt:.1f}s ({stats.n / max(dt, 1e-9):.1f} img/s per process)', file=sys.stderr)
+    return stats
+
+
+def fid_from_stats(stats, ref_path, mode):
+    mu_r, sigma_r, ref_mode, _ = load_stats(ref_path)
+    if ref_mode != mode:
+        raise ValueError(f'reference statistics {ref_path!r} were made with mode {ref_mode!r}, these with {mode!r}: '
+                         f'FIDs across pipelines differ by ~10 points; remake one of them')
+    mu, sigma = stats.mean_cov()
+    return frechet_distance(mu, sigma, mu_r, sigma_r)
+
+
+def fid_in_loop(sample_fn, num, ref_path, device, inception=None, rank=0, world=1, batch=250, mode='tf'):
+    """FID of num images made by sample_fn(seeds) -> uint8 [B, C, H, W]; each rank makes seeds rank::world.
+    Returns the FID on every rank (the statistics are all-reduced)."""
+    detector = get_detector(inception, device)
+    seeds = list(range(rank, num, world))
+    batches = (sample_fn(seeds[i:i + batch]) for i in range(0, len(seeds), batch))
+    return fid_from_stats(stats_from_batches(batches, detector, mode, device, rank), ref_path, mode)
+
+
+# ------------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------------
+
+def image_batches(images, batch):
+    for i in range(0, len(images), batch):
+        yield images[i:i + batch]
+
+
+def checkpoint_sampler(path, device, steps=18):
+    """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA)."""
+    import common
+    ckpt = common.load_checkpoint(path, ('teacher', 'generator'))
+    net = common.net_from_config(ckpt['net_config']).to(device).eval().requires_grad_(False)
+    net.load_state_dict(ckpt['ema'])
+    shape = [net.img_channels, net.img_resolution, net.img_resolution]
+
+    def sample(seeds):
+        z = common.seeded_latents(seeds, shape, device)
+        labels = common.seeded_labels(seeds, net.label_dim, device)
+        if ckpt['kind'] == 'teacher':
+            x = common.edm_sampler(common.net_denoiser(net), z, labels, num_steps=steps)
+        else:
+            x = common.generate_one_step(net, z, ckpt['sigma_init'], labels)
+        return common.to_uint8(x)
+    return sample, ckpt['kind']
+
+
+def run_bench(detector, args, device):
+    """Images/s of preprocessing + features, and the time of one FID between two 2048-d statistics."""
+    images = torch.randint(0, 256, (args.num, 3, 32, 32), dtype=torch.uint8)
+    features(detector, images[:min(args.batch, 8)], args.mode, device)  # warm-up
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for batch in image_batches(images, args.batch):
+        features(detector, batch, args.mode, device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    ips = args.num / (time.perf_counter() - t0)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 4096, 2048))
+    s1, s2 = np.cov(a, rowvar=False), np.cov(np.abs(b), rowvar=False)
+    t0 = time.perf_counter()
+    frechet_distance(a.mean(0), s1, np.abs(b).mean(0), s2)
+    dt = time.perf_counter() - t0
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
+    print(f'fid bench: {ips:.1f} img/s feature extraction (batch {args.batch}, {name}); '
+          f'Frechet distance 2048x2048: {dt:.2f} s')
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest='cmd', required=True)
+    ref = sub.add_parser('ref', help='reference statistics of a dataset')
+    ref.add_argument('--dataset', required=True, help='cifar10 | fashion-mnist | folder or zip (see common.py)')
+    ref.add_argument('--split', default='train', help='train (the standard CIFAR-10 reference) | test')
+    ref.add_argument('--data-dir', default=None, help='where cifar-10-python.tar.gz lives')
+    ref.add_argument('--no-download', action='store_true')
+    ref.add_argument('--out', required=True, help='output .npz (mu, sigma, mode, count)')
+    calc = sub.add_parser('calc', help='FID of a checkpoint or of a folder / zip of images')
+    src = calc.add_mutually_exclusive_group(required=True)
+    src.add_argument('--ckpt', help='teacher (Heun, EMA) or one-step generator checkpoint')
+    src.add_argument('--images', help='folder or zip of images')
+    calc.add_argument('--num', type=int, default=50000, help='images to generate (standard: 50000)')
+    calc.add_argument('--ref', required=True, help='reference statistics .npz')
+    calc.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM: 18)')
+    calc.add_argument('--save-stats', default=None, help='also write the samples\' statistics here')
+    bench = sub.add_parser('bench', help='time feature extraction and one 2048x2048 Frechet distance')
+    bench.add_argument('--num', type=int, default=100, help='random 32x32 images to push through the network')
+    for q in (ref, calc, bench):
+        q.add_argument('--mode', default='tf', choices=MODES, help='preprocessing pipeline (tf = TTUR / EDM)')
+        q.add_argument('--inception', default=None, help='local weights file (offline); default: download')
+        q.add_argument('--batch', type=int, default=250, help='images per forward pass')
+        q.add_argument('--device', default='auto', help='auto | cuda | cpu')
+    args = p.parse_args(argv)
+    import common
+    device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
+                          'cpu' if args.device == 'auto' else args.device)
+    try:
+        detector = get_detector(args.inception, device)
+        if args.cmd == 'bench':
+            return run_bench(detector, args, device)
+        if args.cmd == 'ref':
+            data = common.load_dataset(args.dataset, args.data_dir or common.DEFAULT_DATA_DIR, args.split,
+                                       not args.no_download)
+            stats = stats_from_batches(image_batches(data.images, args.batch), detector, args.mode, device,
+                                       log_every=5000)
+            mu, sigma = stats.mean_cov()
+            save_stats(args.out, mu, sigma, args.mode, stats.n)
+            print(f'wrote {args.out}: {stats.n} images of {data.name}, mode {args.mode}')
+            return
+        if args.images:
+            images = common.load_image_folder(args.images).images
+            batches, num = image_batches(images, args.batch), len(images)
+        else:
+            sample, kind = checkpoint_sampler(args.ckpt, device, args.steps)
+            seeds = list(range(args.num))
+            batches, num = (sample(seeds[i:i + args.batch]) for i in range(0, args.num, args.batch)), args.num
+        stats = stats_from_batches(batches, detector, args.mode, device, log_every=5000)
+        if args.save_stats:
+            mu, sigma = stats.mean_cov()
+            save_stats(args.save_stats, mu, sigma, args.mode, stats.n)
+        value = fid_from_stats(stats, args.ref, args.mode)
+        print(f'{metric_name(num)} {value:.4f}')
+        return value
+    except (FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main()

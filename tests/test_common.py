@@ -1,0 +1,410 @@
+"""Tests of common.py: the network against EDM's golden outputs and key list, EDM's formulas, the Heun
+sampler against closed forms, EMA, checkpoints, data loaders, DDP."""
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import common
+from conftest import shared_file, write_image_folder
+
+GOLDEN_DROP = ('embedding_type', 'encoder_type', 'decoder_type', 'channel_mult_noise', 'resample_filter')
+
+
+# ---------------------------------------------------------------- network compatibility
+
+@pytest.mark.parametrize('name', ['small_uncond', 'small_cond'])
+def test_songunet_reproduces_edm_golden_outputs(name):
+    golden = torch.load(shared_file('spec', 'edm_songunet_golden.pt'), weights_only=False)[name]
+    cfg = {k: v for k, v in golden['config'].items() if k not in GOLDEN_DROP}
+    assert golden['config']['resample_filter'] == [1, 1] and golden['config']['channel_mult_noise'] == 1
+    net = common.EDMPrecond(**cfg).eval()
+    common.load_net_state(net, golden['state_dict'], name)
+    with torch.no_grad():
+        D = net(golden['x'], golden['sigma'], golden['class_labels'], golden['augment_labels'])
+    torch.testing.assert_close(D, golden['D'], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('name,label_dim', [('ddpmpp_uncond', 0), ('ddpmpp_cond', 10)])
+def test_edm_preset_has_official_keys_and_shapes(name, label_dim):
+    keys = json.load(open(shared_file('spec', 'edm_ddpmpp_cifar10_keys.json')))[name]
+    net = common.build_net('edm', 32, 3, label_dim, 0.13)
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == keys
+    # EDM's CIFAR-10 DDPM++ has 55.73 M parameters (uncond).
+    assert abs(sum(p.numel() for p in net.parameters()) - 55.73e6) < 0.01e6
+
+
+def test_load_net_state_names_the_bad_key():
+    net = common.build_net('tiny', 32, 3, 0, 0.0)
+    sd = net.state_dict()
+    sd['model.enc.32x32_conv.weight'] = torch.zeros(1)
+    with pytest.raises(ValueError, match='32x32_conv.weight'):
+        common.load_net_state(net, sd, 'test')
+
+
+def test_preconditioning_coefficients_match_edm_formulas():
+    net = common.build_net('tiny', 32, 3, 0, 0.0)
+    sigma = torch.tensor([0.002, 0.5, 1.0, 80.0], dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = net.precond(sigma)
+    for i, s in enumerate(sigma.tolist()):
+        assert c_skip[i].item() == pytest.approx(0.25 / (s * s + 0.25), rel=1e-12)
+        assert c_out[i].item() == pytest.approx(s * 0.5 / math.sqrt(s * s + 0.25), rel=1e-12)
+        assert c_in[i].item() == pytest.approx(1 / math.sqrt(s * s + 0.25), rel=1e-12)
+        assert c_noise[i].item() == pytest.approx(math.log(s) / 4, rel=1e-12)
+
+
+def test_denoiser_is_skip_plus_scaled_network_output():
+    """D = c_skip·x + c_out·F(c_in·x, c_noise): checked by calling the inner U-Net by hand."""
+    torch.manual_seed(0)
+    net = common.build_net('tiny', 32, 3, 0, 0.0).eval()
+    for p in net.parameters():  # make every layer matter (conv1 / aux_conv start near zero)
+        p.data += 0.05 * torch.randn_like(p)
+    x, sigma = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 7.0])
+    s = sigma.reshape(-1, 1, 1, 1)
+    Fx = net.model(x / (s ** 2 + 0.25).sqrt(), sigma.log() / 4)
+    expected = 0.25 / (s ** 2 + 0.25) * x + s * 0.5 / (s ** 2 + 0.25).sqrt() * Fx
+    torch.testing.assert_close(net(x, sigma), expected)
+
+
+def test_edm_loss_is_lambda_weighted_squared_error_summed_over_pixels():
+    images = torch.randn(5, 3, 4, 4)
+    shrink = lambda x, sigma, labels=None, aug=None: 0.5 * x  # a known 'denoiser'
+    torch.manual_seed(1)
+    loss = common.edm_loss(shrink, images, P_mean=-1.2, P_std=1.2)
+    torch.manual_seed(1)
+    sigma = (torch.randn(5, 1, 1, 1) * 1.2 - 1.2).exp()
+    noise = torch.randn_like(images) * sigma
+    lam = (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
+    expected = (lam * (0.5 * (images + noise) - images) ** 2).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(loss, expected)
+    assert common.edm_weight(torch.tensor(0.5)).item() == pytest.approx((0.25 + 0.25) / 0.0625)
+
+
+# ---------------------------------------------------------------- Heun sampler on Gaussian data
+
+def gaussian_denoiser(mu, s):
+    """Exact denoiser of N(μ, s²I): D(x; σ) = μ + s²/(s² + σ²)·(x − μ)."""
+    calls = []
+
+    def D(x, sigma, labels=None):
+        calls.append(1)
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        return mu + s ** 2 / (s ** 2 + sigma ** 2) * (x - mu)
+    return D, calls
+
+
+def heun_gain(num_steps, s, sigma_max=80.0, sigma_min=0.002, rho=7.0):
+    """Heun on an affine denoiser is affine: x_N − μ = g·(x_0 − μ) with x_0 = σ_max·z. Python floats."""
+    t = [(sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+         for i in range(num_steps)] + [0.0]
+    g = 1.0
+    slope = lambda sig: (1 - s * s / (s * s + sig * sig)) / sig  # d = (x − D)/σ = slope·(x − μ)
+    for i in range(num_steps):
+        d = slope(t[i]) * g
+        g_next = g + (t[i + 1] - t[i]) * d
+        if i < num_steps - 1:
+            g_next = g + (t[i + 1] - t[i]) * 0.5 * (d + slope(t[i + 1]) * g_next)
+        g = g_next
+    return g
+
+
+def test_heun_matches_gaussian_closed_form_discretisation():
+    mu, s = 0.3, 0.5
+    D, calls = gaussian_denoiser(mu, s)
+    torch.manual_seed(0)
+    latents = torch.randn(20000, 1, 1, 1)
+    x = common.edm_sampler(D, latents, num_steps=18)
+    assert len(calls) == 35 and x.dtype == torch.float64
+    g = heun_gain(18, s)
+    # Per sample the map is exact: x = μ + g·(σ_max·z − μ); its std over z is gain = 80·g.
+    torch.testing.assert_close(x, mu + g * (80 * latents.double() - mu), atol=1e-9, rtol=1e-9)
+    gain = 80 * g
+    assert gain == pytest.approx(1.06 * s, rel=0.02)  # 18 steps overshoot s = 0.5 by ~6% (spec)
+    assert x.mean().item() == pytest.approx(mu * (1 - g), abs=4 * gain / math.sqrt(20000))
+    assert x.std().item() == pytest.approx(gain, rel=0.03)
+
+
+def test_heun_converges_to_data_distribution_with_many_steps():
+    mu, s = -0.2, 0.5
+    D, _ = gaussian_denoiser(mu, s)
+    latents = torch.randn(4000, 2, 2, 2, generator=torch.Generator().manual_seed(1))
+    x = common.edm_sampler(D, latents, num_steps=400)
+    g = s / math.sqrt(s * s + 80.0 ** 2)  # exact ODE flow from σ_max to 0: x − μ scales by s/√(s² + σ²)
+    torch.testing.assert_close(x, mu + g * (80 * latents.double() - mu), atol=2e-3, rtol=0)
+    assert x.std().item() == pytest.approx(s, rel=0.05)
+
+
+def test_seeded_latents_do_not_depend_on_batch():
+    a = common.seeded_latents([3, 4, 5], [3, 8, 8], 'cpu')
+    b = common.seeded_latents([5], [3, 8, 8], 'cpu')
+    torch.testing.assert_close(a[2], b[0])
+    assert not torch.equal(a[0], a[1])
+    la = common.seeded_labels([3, 4, 5], 10, 'cpu')
+    assert la.shape == (3, 10) and torch.equal(la[2], common.seeded_labels([5], 10, 'cpu')[0])
+
+
+def test_one_step_generator_is_denoiser_at_sigma_init():
+    torch.manual_seed(0)
+    net = common.build_net('tiny', 32, 3, 0, 0.0).eval()
+    z = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(common.generate_one_step(net, z, 2.5), net(2.5 * z, torch.full([2], 2.5)))
+
+
+# ---------------------------------------------------------------- EMA
+
+def test_ema_beta_follows_edm_halflife_and_rampup():
+    # After the ramp-up: half-life 500 kimg at batch 512 -> beta = 0.5 ** (512 / 500000).
+    assert common.ema_beta(100_000_000, 512, 500, 0.05) == pytest.approx(0.5 ** (512 / 500_000))
+    # Early on the half-life is capped at 5% of the images seen.
+    assert common.ema_beta(10240, 512, 500, 0.05) == pytest.approx(0.5 ** (512 / 512))
+    assert common.ema_beta(10240, 512, 500, None) == pytest.approx(0.5 ** (512 / 500_000))
+
+
+def test_ema_update_is_lerp_towards_net():
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    old = [p.detach().clone() for p in a.parameters()]
+    common.ema_update(a, b, 0.9)
+    for p_ema, p_old, p_net in zip(a.parameters(), old, b.parameters()):
+        torch.testing.assert_close(p_ema, 0.9 * p_old + 0.1 * p_net)
+
+
+def test_optimizer_step_replaces_nan_gradients():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.SGD([p], lr=1.0)
+    p.grad = torch.tensor([float('nan'), float('inf'), -float('inf')])
+    common.optimizer_step(opt, [p])
+    torch.testing.assert_close(p.data, torch.tensor([0.0, -1e5, 1e5]))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
+    net = common.build_net('tiny', 32, 3, 0, 0.0)
+    path = str(tmp_path / 'ck.pt')
+    common.save_checkpoint(path, {'kind': 'teacher', 'net': net.state_dict(), 'net_config': net.config,
+                                  'rng': [common.rng_state()]})
+    assert os.listdir(tmp_path) == ['ck.pt']  # no temporary left behind
+    ck = common.load_checkpoint(path, 'teacher')
+    net2 = common.net_from_config(ck['net_config'])
+    net2.load_state_dict(ck['net'])
+    for (k, a), b in zip(net.state_dict().items(), net2.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="'generator'"):
+        common.load_checkpoint(path, 'generator')
+    with pytest.raises(FileNotFoundError):
+        common.load_checkpoint(str(tmp_path / 'nope.pt'))
+    (tmp_path / 'junk.pt').write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='not a readable checkpoint'):
+        common.load_checkpoint(str(tmp_path / 'junk.pt'))
+
+
+def test_resume_config_mismatch_is_a_clear_error():
+    with pytest.raises(ValueError, match="batch: checkpoint 512 vs now 256"):
+        common.check_resume_config({'batch': 512, 'lr': 1}, {'batch': 256, 'lr': 1}, ['batch', 'lr'])
+
+
+# ---------------------------------------------------------------- data
+
+def make_cifar_archive(path, n_train=3, n_test=4):
+    """An archive in the official format: cifar-10-batches-py/data_batch_{1..5}, test_batch (pickled dicts).
+    Pixel value = 10·channel + image index, so channel order and image order can be checked."""
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, 'w:gz') as tar:
+        names = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
+        for b, name in enumerate(names):
+            n = n_test if name == 'test_batch' else n_train
+            data = np.zeros((n, 3, 32, 32), np.uint8)
+            for i in range(n):
+                for c in range(3):
+                    data[i, c] = 10 * c + i + 20 * b
+            labels = rng.integers(0, 10, n).tolist()
+            blob = pickle.dumps({b'batch_label': name.encode(), b'labels': labels,
+                                 b'data': data.reshape(n, 3072), b'filenames': [b'x.png'] * n}, protocol=2)
+            info = tarfile.TarInfo(f'cifar-10-batches-py/{name}')
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return hashlib.md5(open(path, 'rb').read()).hexdigest()
+
+
+def no_network(*args, **kwargs):
+    raise AssertionError('a download was attempted')
+
+
+def test_cifar10_loader_reads_official_format(tmp_path, monkeypatch):
+    md5 = make_cifar_archive(str(tmp_path / 'cifar-10-python.tar.gz'))
+    monkeypatch.setattr(common, 'CIFAR10_MD5', md5)
+    monkeypatch.setattr(common, 'download', no_network)
+    train = common.load_dataset('cifar10', str(tmp_path), 'train', allow_download=False)
+    test = common.load_dataset('cifar10', str(tmp_path), 'test', allow_download=False)
+    assert train.images.shape == (15, 3, 32, 32) and test.images.shape == (4, 3, 32, 32)
+    assert train.images.dtype == torch.uint8 and train.num_classes == 10
+    # Channel planes R, G, B in order; images in batch order.
+    assert train.images[0, :, 0, 0].tolist() == [0, 10, 20]
+    assert train.images[4, :, 5, 5].tolist() == [21, 31, 41]  # batch 2, image 1
+    assert test.images[3, :, 0, 0].tolist() == [103, 113, 123]
+    assert train.checksum == f'md5:{md5}'
+
+
+def test_cifar10_md5_mismatch_is_refused(tmp_path, monkeypatch):
+    make_cifar_archive(str(tmp_path / 'cifar-10-python.tar.gz'))
+    monkeypatch.setattr(common, 'download', no_network)
+    with pytest.raises(ValueError, match='md5'):
+        common.load_dataset('cifar10', str(tmp_path), 'train', allow_download=False)
+
+
+def test_cifar10_missing_without_download_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, 'download', no_network)
+    with pytest.raises(FileNotFoundError, match='cifar-10-python.tar.gz.*--no-download|--no-download'):
+        common.load_dataset('cifar10', str(tmp_path), 'train', allow_download=False)
+
+
+def test_cifar10_missing_downloads_from_official_url(tmp_path, monkeypatch):
+    src = str(tmp_path / 'src.tar.gz')
+    md5 = make_cifar_archive(src)
+    monkeypatch.setattr(common, 'CIFAR10_MD5', md5)
+    urls = []
+
+    def fake_download(url, path):
+        urls.append(url)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, 'wb').write(open(src, 'rb').read())
+    monkeypatch.setattr(common, 'download', fake_download)
+    data = common.load_dataset('cifar10', str(tmp_path / 'd'), 'test')
+    assert urls == ['https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'] and len(data) == 4
+
+
+def test_cifar_unpickler_refuses_code():
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ('echo pwned',))
+    with pytest.raises(pickle.UnpicklingError, match='refusing'):
+        common.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(Evil()))).load()
+
+
+@pytest.mark.parametrize('as_zip', [False, True])
+def test_image_folder_and_zip_loaders(tmp_path, as_zip):
+    root = write_image_folder(str(tmp_path / 'imgs'), n_per_class=3, classes=('b_dog', 'a_cat'), split='train')
+    write_image_folder(root, n_per_class=2, classes=('b_dog', 'a_cat'), split='test', seed=1)
+    path = root
+    if as_zip:
+        path = str(tmp_path / 'imgs.zip')
+        with zipfile.ZipFile(path, 'w') as z:
+            for r, _, files in os.walk(root):
+                for f in files:
+                    z.write(os.path.join(r, f), os.path.relpath(os.path.join(r, f), root))
+    train = common.load_dataset(path, split='train')
+    test = common.load_dataset(path, split='test')
+    assert train.images.shape == (6, 3, 32, 32) and test.images.shape == (4, 3, 32, 32)
+    assert train.num_classes == 2 and train.labels.tolist() == [0, 0, 0, 1, 1, 1]  # sorted class names
+    assert (train.checksum or '').startswith('sha256:') == as_zip
+    from PIL import Image
+    first = np.asarray(Image.open(os.path.join(root, 'train', 'a_cat', '0000.png')))
+    assert np.array_equal(train.images[0].permute(1, 2, 0).numpy(), first)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='not a known name'):
+        common.load_dataset(str(tmp_path / 'missing'))
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no images'):
+        common.load_dataset(str(tmp_path / 'empty'))
+
+
+def write_idx(path, arr):
+    header = struct.pack('>HBB', 0, 8, arr.ndim) + struct.pack('>' + 'I' * arr.ndim, *arr.shape)
+    with gzip.open(path, 'wb') as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_loader_pads_to_32(tmp_path):
+    images = np.random.default_rng(0).integers(1, 255, (5, 28, 28)).astype(np.uint8)
+    write_idx(str(tmp_path / 'train-images-idx3-ubyte.gz'), images)
+    write_idx(str(tmp_path / 'train-labels-idx1-ubyte.gz'), np.array([3, 1, 4, 1, 5]))
+    data = common.load_dataset('fashion-mnist', str(tmp_path), 'train')
+    assert data.images.shape == (5, 1, 32, 32) and data.labels.tolist() == [3, 1, 4, 1, 5]
+    assert np.array_equal(data.images[:, 0, 2:30, 2:30].numpy(), images)
+    assert data.images[:, :, :2].sum() == 0 and data.images[:, :, :, 30:].sum() == 0
+    write_idx(str(tmp_path / 'bad.gz'), images)
+    raw = gzip.open(str(tmp_path / 'bad.gz')).read()[:-10]
+    with gzip.open(str(tmp_path / 'bad.gz'), 'wb') as f:
+        f.write(raw)
+    with pytest.raises(ValueError, match='truncated'):
+        common.read_idx(str(tmp_path / 'bad.gz'))
+
+
+def test_batch_sampler_scales_flips_and_resumes(image_folder):
+    data = common.load_dataset(image_folder)
+    s = common.BatchSampler(data, 8, torch.device('cpu'), seed=0, xflip=False)
+    x, labels = next(s)
+    assert x.shape == (8, 3, 32, 32) and x.min() >= -1 and x.max() <= 1 and labels.shape == (8, 2)
+    state = s.state_dict()
+    a = next(s)[0]
+    s.load_state_dict(state)
+    assert torch.equal(next(s)[0], a)
+    other_rank = common.BatchSampler(data, 8, torch.device('cpu'), seed=0, rank=1)
+    assert not torch.equal(next(other_rank)[0], next(common.BatchSampler(data, 8, torch.device('cpu'), 0))[0])
+
+
+def test_save_grid_writes_png(tmp_path):
+    from PIL import Image
+    common.save_grid(torch.rand(5, 3, 8, 8) * 2 - 1, str(tmp_path / 'g.png'))
+    common.save_grid(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), str(tmp_path / 'g1.png'))
+    assert Image.open(tmp_path / 'g.png').size == (24, 16)
+    assert Image.open(tmp_path / 'g1.png').mode == 'L'
+
+
+# ---------------------------------------------------------------- DDP
+
+def _ddp_worker(rank, world, port, x, sigma, noise, init_state, out_path):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    r, w, device = common.init_distributed('cpu')
+    net = common.build_net('tiny', 32, 3, 0, 0.0)
+    net.load_state_dict(init_state)
+    model = common.ddp_wrap(net, device, w)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    n = x.shape[0] // w
+    sl = slice(r * n, (r + 1) * n)
+    loss = ((model(x[sl] + noise[sl], sigma[sl]) - x[sl]) ** 2).flatten(1).sum(1).mean()
+    loss.backward()
+    common.optimizer_step(opt, net.parameters())
+    if r == 0:
+        torch.save(net.state_dict(), out_path)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes_agree_with_one(tmp_path):
+    """Two gloo processes on half batches each take the same step as one process on the whole batch."""
+    import socket
+    import torch.multiprocessing as mp
+    torch.manual_seed(0)
+    net = common.build_net('tiny', 32, 3, 0, 0.0)
+    for p in net.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    x, noise, sigma = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32), torch.tensor([0.1, 0.5, 2.0, 10.0])
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / 'ddp.pt')
+    mp.spawn(_ddp_worker, args=(2, port, x, sigma, noise, init, out), nprocs=2, join=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss = ((net(x + noise, sigma) - x) ** 2).flatten(1).sum(1).mean()
+    loss.backward()
+    common.optimizer_step(opt, net.parameters())
+    ddp_state = torch.load(out)
+    # Compare the updates: float32 reductions in another order differ by ~1e-6 of the update's size; a wrong
+    # reduction over ranks (sum instead of mean, or no all-reduce) would differ by O(1) of it.
+    for k, v in net.state_dict().items():
+        step = (v - init[k]).abs().max()
+        if step > 0:
+            assert (ddp_state[k] - v).abs().max() <= 1e-4 * step, k

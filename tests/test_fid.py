@@ -1,0 +1,263 @@
+"""fid.py: the real Inception weights against golden features; the architecture, pooling and TF resize by
+hand; streamed statistics; the Fréchet distance against closed forms; the CLI end to end; clear errors."""
+import os
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import fid
+from conftest import run_script, shared_file, write_image_folder
+
+
+# ---------------------------------------------------------------- the real network
+
+def golden_inputs():
+    i = torch.arange(299, dtype=torch.float32)
+    r, k = i[:, None], i[None, :]
+    x0 = torch.stack([torch.sin(0.05 * r + 0.11 * k + c) for c in range(3)])
+    x1 = torch.stack([torch.cos(0.031 * r * (c + 1)) * torch.sin(0.017 * k) for c in range(3)])
+    return torch.stack([x0, x1])
+
+
+def test_real_weights_reproduce_golden_features():
+    net = fid.load_inception(shared_file('fid', 'inception-2015-12-05.pt'))
+    assert isinstance(net, fid.InceptionV3FID)
+    with torch.no_grad():
+        f = net(golden_inputs())
+    golden = [([0.011310, 0.287435, 0.0, 0.231381, 0.313526], 631.571167, 25.827152, 4.039130, 793),
+              ([0.369719, 0.005412, 0.001041, 0.0, 0.257429], 612.173950, 22.331863, 2.845486, 860)]
+    for feats, (first, total, norm, peak, argmax) in zip(f, golden):
+        np.testing.assert_allclose(feats[:5].numpy(), first, atol=1e-4)
+        assert feats.sum().item() == pytest.approx(total, abs=5e-3)
+        assert feats.norm().item() == pytest.approx(norm, abs=1e-4)
+        assert feats.max().item() == pytest.approx(peak, abs=1e-4) and feats.argmax().item() == argmax
+
+
+# ---------------------------------------------------------------- architecture without weights
+
+def test_architecture_has_pytorch_fid_keys_and_tap_shapes():
+    net = fid.InceptionV3FID().eval()
+    keys = [k for k in net.state_dict() if not k.endswith('num_batches_tracked')]
+    assert len(keys) == 472  # pytorch-fid's pt_inception file: 472 tensors including the 1008-way fc
+    assert 'Mixed_7c.branch3x3dbl_3b.bn.running_var' in keys and 'fc.weight' in keys
+    shapes = {}
+    for name in ['Conv2d_4a_3x3', 'Mixed_5d', 'Mixed_6e', 'Mixed_7c']:
+        getattr(net, name).register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape)))
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, 299, 299))
+    assert out.shape == (1, 2048)
+    assert shapes == {'Conv2d_4a_3x3': (1, 192, 71, 71), 'Mixed_5d': (1, 288, 35, 35),
+                      'Mixed_6e': (1, 768, 17, 17), 'Mixed_7c': (1, 2048, 8, 8)}
+
+
+def identity_bn(unit):
+    unit.bn.running_mean.zero_()
+    unit.bn.running_var.fill_(1 - unit.bn.eps)  # so that x / sqrt(var + eps) = x
+    unit.bn.weight.data.fill_(1)
+    unit.bn.bias.data.zero_()
+
+
+@pytest.mark.parametrize('block,pool', [('A', 'avg'), ('C', 'avg'), ('E1', 'avg'), ('E2', 'max')])
+def test_pool_branch_semantics_with_hand_set_weights(block, pool):
+    """branch_pool = relu(conv1x1(pool(x))): with a conv selecting channel 0 and an identity BN, the branch's
+    first channel is pool(x)[0]; the FID graph's average pool ignores padding and Mixed_7c uses max."""
+    cin = 8
+    mod = {'A': lambda: fid.InceptionA(cin, 4), 'C': lambda: fid.InceptionC(cin, 4),
+           'E1': lambda: fid.InceptionE(cin, 'avg'), 'E2': lambda: fid.InceptionE(cin, 'max')}[block]().eval()
+    unit = mod.branch_pool
+    unit.conv.weight.data.zero_()
+    unit.conv.weight.data[0, 0] = 1
+    identity_bn(unit)
+    x = torch.arange(1, 1 + cin * 16, dtype=torch.float32).reshape(1, cin, 4, 4)
+    with torch.no_grad():
+        out = mod(x)
+    got = out[0, out.shape[1] - unit.conv.out_channels]  # the first channel of the last branch
+    x0 = x[0, 0]
+    if pool == 'avg':  # corner: mean of the 2x2 inside the image (padding not counted)
+        assert got[0, 0].item() == pytest.approx(x0[:2, :2].mean().item())
+        assert got[1, 1].item() == pytest.approx(x0[:3, :3].mean().item())
+    else:
+        assert got[0, 0].item() == pytest.approx(x0[:2, :2].max().item())
+        assert got[3, 3].item() == pytest.approx(x0.max().item())
+
+
+# ---------------------------------------------------------------- preprocessing
+
+def test_tf_resize_matches_hand_computed_values():
+    # 2 -> 4: sources 0, 0.5, 1, 1.5 (the last clamps to the edge): [a, (a+b)/2, b, b]
+    np.testing.assert_allclose(fid.tf_resize_matrix(2, 4).numpy(), [[1, 0], [.5, .5], [0, 1], [0, 1]])
+    # 3 -> 2: sources 0, 1.5
+    np.testing.assert_allclose(fid.tf_resize_matrix(3, 2).numpy(), [[1, 0, 0], [0, .5, .5]])
+    img = torch.tensor([[[[0, 100], [200, 255]]]], dtype=torch.uint8).repeat(1, 3, 1, 1)
+    x = fid.preprocess(img, 'tf', size=4)
+    expected_row0 = (torch.tensor([0, 50, 100, 100.]) - 128) / 128
+    expected_row1 = (torch.tensor([100, 138.75, 177.5, 177.5]) - 128) / 128
+    torch.testing.assert_close(x[0, 0, 0], expected_row0)
+    torch.testing.assert_close(x[0, 1, 1], expected_row1)
+    torch.testing.assert_close(x[0, 2, 3], (torch.tensor([200, 227.5, 255, 255.]) - 128) / 128)
+
+
+def test_preprocess_modes_differ_and_reject_floats():
+    img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    a, b = fid.preprocess(img, 'tf'), fid.preprocess(img, 'pytorch-fid')
+    assert a.shape == b.shape == (2, 3, 299, 299) and (a - b).abs().max() > 0.01
+    assert fid.preprocess(img[:, :1], 'tf').shape[1] == 3
+    with pytest.raises(TypeError, match='uint8'):
+        fid.preprocess(img.float(), 'tf')
+    with pytest.raises(ValueError, match='unknown FID mode'):
+        fid.preprocess(img, 'bicubic')
+
+
+# ---------------------------------------------------------------- statistics and the distance
+
+def test_streamed_statistics_equal_numpy_cov():
+    feats = np.random.default_rng(0).normal(size=(103, 7)) * 3 + 1
+    stats = fid.FeatureStats(7)
+    for i in range(0, 103, 10):
+        stats.update(feats[i:i + 10])
+    mu, sigma = stats.mean_cov()
+    np.testing.assert_allclose(mu, feats.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(feats, rowvar=False), rtol=1e-10, atol=1e-12)
+    one = fid.FeatureStats(7)
+    one.update(feats[:1])
+    with pytest.raises(ValueError, match='at least 2'):
+        one.mean_cov()
+
+
+def random_cov(d, seed, rank=None):
+    a = np.random.default_rng(seed).normal(size=(d, rank or d))
+    return a @ a.T / d
+
+
+def test_frechet_identical_is_zero_and_equal_covariances_give_mean_distance():
+    s = random_cov(20, 0)
+    mu = np.arange(20.0)
+    assert fid.frechet_distance(mu, s, mu, s) == pytest.approx(0, abs=1e-8)
+    shift = np.linspace(-1, 1, 20)
+    assert fid.frechet_distance(mu, s, mu + shift, s) == pytest.approx(shift @ shift, abs=1e-8)
+
+
+def test_frechet_diagonal_and_one_dimensional_closed_forms():
+    a, b = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    mu1, mu2 = np.zeros(3), np.array([1.0, 0, 2])
+    expected = 5.0 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert fid.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+    # 1-D: (μ1 − μ2)² + (s1 − s2)²
+    assert fid.frechet_distance(np.array([0.5]), np.array([[4.0]]), np.array([-1.0]), np.array([[0.25]])) \
+        == pytest.approx(1.5 ** 2 + 1.5 ** 2)
+
+
+def test_frechet_is_symmetric_and_matches_sqrtm():
+    s1, s2 = random_cov(64, 1), random_cov(64, 2)
+    mu1, mu2 = np.random.default_rng(3).normal(size=(2, 64))
+    d12, d21 = fid.frechet_distance(mu1, s1, mu2, s2), fid.frechet_distance(mu2, s2, mu1, s1)
+    assert d12 == pytest.approx(d21, rel=1e-9)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    reference = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2 - 2 * covmean)
+    assert d12 == pytest.approx(reference, rel=1e-8)
+
+
+def test_frechet_rank_deficient_covariances():
+    assert fid.frechet_distance(np.zeros(2), np.diag([4.0, 0]), np.zeros(2), np.diag([1.0, 0])) \
+        == pytest.approx(1.0, abs=1e-9)
+    s1, s2 = random_cov(30, 4, rank=5), random_cov(30, 5, rank=3)  # far fewer samples than dimensions
+    mu = np.zeros(30)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    assert fid.frechet_distance(mu, s1, mu, s2) == pytest.approx(np.trace(s1 + s2 - 2 * covmean), rel=1e-6, abs=1e-6)
+
+
+def test_frechet_rejects_invalid_covariances():
+    bad = np.array([[0.0, 1.0], [-1.0, 0.0]])  # eigenvalues of the product are ±i
+    with pytest.raises(ValueError, match='imaginary'):
+        fid.frechet_distance(np.zeros(2), bad, np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match='different shapes'):
+        fid.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def test_metric_names_carry_the_sample_count():
+    assert fid.metric_name(50000) == 'fid50k' and fid.metric_name(10000) == 'fid10k'
+    assert fid.metric_name(2500) == 'fid2500'
+
+
+# ---------------------------------------------------------------- CLI and errors
+
+class TinyDetector(torch.nn.Module):
+    """A tiny random-weight feature network (TorchScript), standing in for Inception in CLI tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 5, stride=4)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+@pytest.fixture
+def tiny_detector(tmp_path):
+    torch.manual_seed(0)
+    path = str(tmp_path / 'tiny_detector.pt')
+    torch.jit.save(torch.jit.script(TinyDetector()), path)
+    return path
+
+
+def test_cli_ref_and_calc_end_to_end(tmp_path, tiny_detector):
+    a = write_image_folder(str(tmp_path / 'a'), n_per_class=8, seed=0)
+    b = write_image_folder(str(tmp_path / 'b'), n_per_class=8, seed=1, classes=('x', 'y', 'z'))
+    ref = str(tmp_path / 'a.npz')
+    r = run_script('fid.py', 'ref', '--dataset', a, '--out', ref, '--inception', tiny_detector, '--batch', '5')
+    assert r.returncode == 0, r.stderr
+    with np.load(ref) as d:
+        assert d['mu'].shape == (6,) and d['sigma'].shape == (6, 6) and str(d['mode']) == 'tf' and int(d['count']) == 16
+    r = run_script('fid.py', 'calc', '--images', a, '--ref', ref, '--inception', tiny_detector)
+    assert r.returncode == 0 and r.stdout.split()[0] == 'fid16'
+    assert float(r.stdout.split()[1]) == pytest.approx(0, abs=1e-6)
+    r = run_script('fid.py', 'calc', '--images', b, '--ref', ref, '--inception', tiny_detector)
+    assert r.returncode == 0 and r.stdout.split()[0] == 'fid24' and float(r.stdout.split()[1]) > 0
+    assert 'img/s' in r.stderr
+
+
+def test_cli_calc_from_teacher_checkpoint(tmp_path, tiny_detector, image_folder):
+    out = str(tmp_path / 'teacher')
+    assert run_script('teacher.py', '--dataset', image_folder, '--preset', 'tiny', '--batch', '4', '--total-kimg',
+                      '0.004', '--tick-kimg', '0.004', '--grid', '4', '--steps', '2', '--device', 'cpu',
+                      '--outdir', out).returncode == 0
+    ref = str(tmp_path / 'ref.npz')
+    assert run_script('fid.py', 'ref', '--dataset', image_folder, '--out', ref,
+                      '--inception', tiny_detector).returncode == 0
+    r = run_script('fid.py', 'calc', '--ckpt', os.path.join(out, 'checkpoint.pt'), '--num', '6', '--steps', '2',
+                   '--ref', ref, '--inception', tiny_detector, '--batch', '4')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('fid6 ')
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+    path = str(tmp_path / 'wrong.pth')
+    torch.save({'conv.weight': torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match='not an Inception-v3 FID weights file'):
+        fid.load_inception(path)
+    (tmp_path / 'garbage.pth').write_bytes(b'12345')
+    with pytest.raises(ValueError, match='neither'):
+        fid.load_inception(str(tmp_path / 'garbage.pth'))
+    with pytest.raises(FileNotFoundError):
+        fid.load_inception(str(tmp_path / 'missing.pth'))
+
+
+def test_mismatched_modes_are_refused(tmp_path):
+    path = str(tmp_path / 'ref.npz')
+    fid.save_stats(path, np.zeros(3), np.eye(3), 'pytorch-fid', 10)
+    stats = fid.FeatureStats(3)
+    stats.update(np.random.default_rng(0).normal(size=(5, 3)))
+    with pytest.raises(ValueError, match="mode 'pytorch-fid'"):
+        fid.fid_from_stats(stats, path, 'tf')
+    # EDM / pytorch-fid reference files (mu, sigma only) load as tf statistics.
+    np.savez(str(tmp_path / 'edm.npz'), mu=np.zeros(3), sigma=np.eye(3))
+    assert fid.load_stats(str(tmp_path / 'edm.npz'))[2] == 'tf'
+    assert fid.fid_from_stats(stats, str(tmp_path / 'edm.npz'), 'tf') > 0
+
+
+def test_too_few_images_is_a_clear_error(tmp_path, tiny_detector):
+    one = write_image_folder(str(tmp_path / 'one'), n_per_class=1, classes=('a',))
+    r = run_script('fid.py', 'ref', '--dataset', one, '--out', str(tmp_path / 'x.npz'), '--inception', tiny_detector)
+    assert r.returncode == 2 and 'at least 2 images' in r.stderr

@@ -1,0 +1,102 @@
+"""teacher.py end to end with the tiny preset: training writes a checkpoint and grids, resume continues the
+same run, --sample and --bench work, bad input gives clear errors, torchrun with two CPU processes runs."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import common
+from conftest import ROOT, run_script
+
+TINY = ['--preset', 'tiny', '--batch', '8', '--tick-kimg', '0.008', '--grid', '4', '--steps', '3', '--device', 'cpu']
+
+
+def test_teacher_trains_and_writes_checkpoint_and_grids(image_folder, tmp_path):
+    out = str(tmp_path / 'run')
+    r = run_script('teacher.py', '--dataset', image_folder, *TINY, '--total-kimg', '0.024',
+                   '--snapshot-ticks', '3', '--outdir', out)
+    assert r.returncode == 0, r.stderr
+    assert {'checkpoint.pt', 'reals.png', 'log.jsonl'} <= set(os.listdir(out))
+    assert any(f.startswith('fakes_') for f in os.listdir(out))
+    lines = [json.loads(line) for line in open(os.path.join(out, 'log.jsonl'))]
+    assert [l['tick'] for l in lines] == [0, 1, 2] and all('img/s' in l and 'mem_gb' in l for l in lines)
+    assert 'img/s' in r.stdout and 'loss' in r.stdout
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    assert ck['cur_nimg'] == 24 and ck['config']['preset'] == 'tiny'
+
+
+def test_teacher_resume_equals_uninterrupted_run(image_folder, tmp_path):
+    full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
+    args = ['--dataset', image_folder, *TINY, '--snapshot-ticks', '2', '--lr', '1e-2', '--lr-rampup-kimg', '0']
+    assert run_script('teacher.py', *args, '--total-kimg', '0.032', '--outdir', full).returncode == 0
+    assert run_script('teacher.py', *args, '--total-kimg', '0.016', '--outdir', part).returncode == 0
+    r = run_script('teacher.py', *args, '--total-kimg', '0.032', '--outdir', part, '--resume', 'auto')
+    assert r.returncode == 0, r.stderr
+    assert 'resumed' in r.stdout
+    a = common.load_checkpoint(os.path.join(full, 'checkpoint.pt'))
+    b = common.load_checkpoint(os.path.join(part, 'checkpoint.pt'))
+    assert a['cur_nimg'] == b['cur_nimg'] == 32
+    for key in ('net', 'ema'):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f'{key}.{name} differs after resume'
+    # The loss logged at the last tick is the same too.
+    last = lambda d: [json.loads(l) for l in open(os.path.join(d, 'log.jsonl'))][-1]['loss']
+    assert last(full) == last(part)
+
+
+def test_teacher_resume_with_other_config_is_refused(image_folder, tmp_path):
+    out = str(tmp_path / 'run')
+    args = ['--dataset', image_folder, *TINY, '--total-kimg', '0.008', '--outdir', out]
+    assert run_script('teacher.py', *args).returncode == 0
+    r = run_script('teacher.py', *args[:-2], '--outdir', out, '--resume', 'auto', '--dropout', '0.3')
+    assert r.returncode == 2 and 'dropout' in r.stderr and 'another config' in r.stderr
+
+
+def test_teacher_sample_writes_images(image_folder, tmp_path):
+    out = str(tmp_path / 'run')
+    assert run_script('teacher.py', '--dataset', image_folder, *TINY, '--total-kimg', '0.008',
+                      '--outdir', out).returncode == 0
+    r = run_script('teacher.py', '--sample', '5', '--ckpt', os.path.join(out, 'checkpoint.pt'), '--steps', '3',
+                   '--device', 'cpu', '--outdir', str(tmp_path / 's'))
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(tmp_path / 's')) == ['000000.png', '000001.png', '000002.png', '000003.png',
+                                                  '000004.png', 'grid.png']
+
+
+def test_teacher_bench_prints_figures_on_cpu():
+    r = run_script('teacher.py', '--bench', '--preset', 'tiny', '--batch', '4', '--bench-steps', '2', '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert 'img/s' in r.stdout and 'ms/step' in r.stdout and 'peak mem' in r.stdout and 'MFU' in r.stdout
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--preset', 'huge'], '--preset must be one of'),
+    (['--batch', '0'], 'must be positive'),
+    (['--sample', '4'], '--sample needs --ckpt'),
+])
+def test_teacher_bad_flags_are_clear_errors(args, message):
+    r = run_script('teacher.py', *args)
+    assert r.returncode == 2 and message in r.stderr
+
+
+def test_teacher_missing_dataset_is_a_clear_error(tmp_path):
+    r = run_script('teacher.py', '--dataset', str(tmp_path / 'nothing'), *TINY, '--outdir', str(tmp_path / 'o'))
+    assert r.returncode == 2 and 'not a known name' in r.stderr
+    r = run_script('teacher.py', '--dataset', 'cifar10', '--data-dir', str(tmp_path), '--no-download', *TINY,
+                   '--outdir', str(tmp_path / 'o'))
+    assert r.returncode == 2 and '--no-download' in r.stderr
+
+
+def test_teacher_runs_under_torchrun_with_two_cpu_processes(image_folder, tmp_path):
+    out = str(tmp_path / 'ddp')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                        'teacher.py', '--dataset', image_folder, *TINY, '--total-kimg', '0.016', '--outdir', out],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'world 2' in r.stdout
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    assert len(ck['rng']) == 2 and len(ck['sampler']) == 2 and ck['cur_nimg'] == 16
