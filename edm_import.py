@@ -1,0 +1,270 @@
+"""Import NVIDIA's pretrained EDM networks (`edm-cifar10-32x32-*.pkl`) into our U-Net, without running them.
+
+  python teacher.py --import-edm edm-cifar10-uncond --outdir runs/edm-uncond     # fetch + import
+  python teacher.py --import-edm path/to/edm-cifar10-32x32-cond-vp.pkl --outdir runs/edm-cond
+
+EDM's pickles are made by `torch_utils/persistence.py` (NVlabs/edm): every network object is pickled as a
+call `_reconstruct_persistent_obj(meta)`, where meta holds the *source code of its Python module*, the
+class name and the object's __dict__ (parameters, buffers, sub-modules, constructor arguments). Loading it
+with `pickle` executes that source. This reader never does: its unpickler resolves only a short allow-list
+of globals to inert stand-ins, so the pickle becomes plain data (dicts, tensors, `PersistentObject`s), from
+which we take the `ema` network's tensors and constructor arguments. Any other global, e.g. `os.system`,
+stops the load before anything is called.
+"""
+import collections
+import io
+import os
+import pickle
+import struct
+import sys
+
+import torch
+
+import common
+
+EDM_URL = 'https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/'
+SHORT_NAMES = {
+    'edm-cifar10-uncond': 'edm-cifar10-32x32-uncond-vp.pkl',
+    'edm-cifar10-cond': 'edm-cifar10-32x32-cond-vp.pkl',
+    'edm-cifar10-uncond-ve': 'edm-cifar10-32x32-uncond-ve.pkl',
+    'edm-cifar10-cond-ve': 'edm-cifar10-32x32-cond-ve.pkl',
+}
+CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'diffratio', 'edm')
+
+
+# ------------------------------------------------------------------------------------------------------
+# Inert stand-ins for the few globals an EDM pickle names
+# ------------------------------------------------------------------------------------------------------
+
+class PersistentObject:
+    """What `_reconstruct_persistent_obj(meta)` becomes: the class name and its state, source never run."""
+
+    def __init__(self, meta):
+        self.class_name = meta.get('class_name')
+        self.state = dict(meta.get('state') or {})
+        self.version = meta.get('version')
+
+
+class StateHolder:
+    """Stand-in for torch.nn containers (ModuleDict, ModuleList, Sequential) and dnnlib.EasyDict."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class EasyDict(dict):
+    def __setstate__(self, state):
+        self.update(state or {})
+
+
+STORAGE_DTYPES = {'FloatStorage': torch.float32, 'DoubleStorage': torch.float64, 'HalfStorage': torch.float16,
+                  'BFloat16Storage': torch.bfloat16, 'LongStorage': torch.int64, 'IntStorage': torch.int32,
+                  'ShortStorage': torch.int16, 'CharStorage': torch.int8, 'ByteStorage': torch.uint8,
+                  'BoolStorage': torch.bool, 'UntypedStorage': torch.uint8}
+
+
+def rebuild_tensor(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return torch.as_strided(storage, size, stride, offset).clone()
+
+
+def rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
+    return data
+
+
+def load_storage_bytes(data):
+    """A storage as torch pickles it: torch.save's legacy format (magic, version, sys info, a pickle with a
+    persistent id per storage, the storage keys, then each storage's element count and raw bytes). Parsed
+    here with the same allow-list instead of calling torch.load, which would unpickle without one."""
+    f = io.BytesIO(data)
+    for _ in range(3):  # magic number, protocol version, sys info: plain data
+        RestrictedUnpickler(f).load()
+    records = {}
+
+    class StorageUnpickler(RestrictedUnpickler):
+        def persistent_load(self, pid):
+            kind, storage_type, key, location, numel = pid[:5]
+            if kind != 'storage' or storage_type not in STORAGE_DTYPES.values():
+                raise pickle.UnpicklingError(f'unexpected persistent id {pid!r}')
+            records.setdefault(key, storage_type)
+            return key, storage_type
+    key, dtype = StorageUnpickler(f).load()
+    keys = RestrictedUnpickler(f).load()
+    tensors = {}
+    for k in keys:
+        dt = records[k]
+        n, = struct.unpack('<q', f.read(8))
+        nbytes = n * torch.empty((), dtype=dt).element_size()
+        buf = bytearray(f.read(nbytes))
+        if len(buf) != nbytes:
+            raise pickle.UnpicklingError('storage data is truncated')
+        tensors[k] = torch.frombuffer(buf, dtype=dt) if nbytes else torch.empty(0, dtype=dt)
+    return tensors[key]
+
+
+def rebuild_from_type(func, new_type, args, state):
+    """torch._tensor._rebuild_from_type_v2: allowed only for plain tensors and parameters."""
+    if new_type not in (torch.Tensor, torch.nn.Parameter, 'tensor'):
+        raise pickle.UnpicklingError(f'refusing tensor subclass {new_type!r}')
+    return func(*args)
+
+
+def reconstructor(cls, base, state=None):
+    """copyreg._reconstructor, restricted to our stand-ins."""
+    if cls not in (StateHolder, EasyDict) or base not in (object, dict):
+        raise pickle.UnpicklingError(f'refusing to reconstruct {cls!r}')
+    return cls.__new__(cls)
+
+
+ALLOWED_GLOBALS = {
+    ('torch_utils.persistence', '_reconstruct_persistent_obj'): PersistentObject,
+    ('torch._utils', '_rebuild_tensor_v2'): rebuild_tensor,
+    ('torch._utils', '_rebuild_parameter'): rebuild_parameter,
+    ('torch._utils', '_rebuild_parameter_with_state'): rebuild_parameter,
+    ('torch._tensor', '_rebuild_from_type_v2'): rebuild_from_type,
+    ('torch', 'Tensor'): torch.Tensor,
+    ('torch.nn.parameter', 'Parameter'): torch.nn.Parameter,
+    ('torch.storage', '_load_from_bytes'): load_storage_bytes,
+    ('collections', 'OrderedDict'): collections.OrderedDict,
+    ('copyreg', '_reconstructor'): reconstructor,
+    ('builtins', 'object'): object,
+    ('builtins', 'dict'): dict,
+    ('builtins', 'set'): set,
+    ('torch.nn.modules.container', 'ModuleDict'): StateHolder,
+    ('torch.nn.modules.container', 'ModuleList'): StateHolder,
+    ('torch.nn.modules.container', 'Sequential'): StateHolder,
+    ('dnnlib.util', 'EasyDict'): EasyDict,
+    **{('torch', name): dtype for name, dtype in STORAGE_DTYPES.items()},
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in ALLOWED_GLOBALS:
+            return ALLOWED_GLOBALS[(module, name)]
+        raise pickle.UnpicklingError(f'refusing global {module}.{name}: an EDM network pickle never needs it')
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f'unexpected persistent id {pid!r}')
+
+
+# ------------------------------------------------------------------------------------------------------
+# From the pickle's data to our network
+# ------------------------------------------------------------------------------------------------------
+
+def module_state(obj):
+    """__dict__ of a pickled module: a PersistentObject's state or a container stand-in's."""
+    if isinstance(obj, PersistentObject):
+        return obj.state
+    if isinstance(obj, StateHolder):
+        return obj.state
+    raise ValueError(f'unexpected object {type(obj).__name__} in the network tree')
+
+
+def collect_tensors(obj, prefix=''):
+    """state_dict of a pickled module tree: parameters and persistent buffers, recursively."""
+    state = module_state(obj)
+    out = {}
+    skip = set(state.get('_non_persistent_buffers_set') or ())
+    for name, p in (state.get('_parameters') or {}).items():
+        if p is not None:
+            out[prefix + name] = p
+    for name, b in (state.get('_buffers') or {}).items():
+        if b is not None and name not in skip:
+            out[prefix + name] = b
+    for name, child in (state.get('_modules') or {}).items():
+        if child is not None:
+            out.update(collect_tensors(child, f'{prefix}{name}.'))
+    return out
+
+
+def read_edm_pickle(path):
+    """(constructor kwargs, state_dict) of the `ema` network in an EDM network pickle."""
+    with open(path, 'rb') as f:
+        data = RestrictedUnpickler(f).load()
+    if not isinstance(data, dict) or not isinstance(data.get('ema'), PersistentObject):
+        raise ValueError(f'{path!r} is not an EDM network pickle (no persistent "ema" network)')
+    ema = data['ema']
+    if ema.class_name != 'EDMPrecond':
+        raise ValueError(f'{path!r}: the ema network is {ema.class_name!r}; only EDMPrecond (VP/VE trained '
+                         f'with EDM preconditioning use other wrappers) can be imported')
+    kwargs = dict(ema.state.get('_init_kwargs') or {})
+    args = ema.state.get('_init_args') or ()
+    for name, value in zip(['img_resolution', 'img_channels', 'label_dim'], args):
+        kwargs[name] = value
+    return kwargs, collect_tensors(ema)
+
+
+def edm_config(kwargs):
+    """Our EDMPrecond config from EDM's constructor arguments; refuse what our U-Net does not implement."""
+    expected = {'model_type': 'SongUNet', 'embedding_type': 'positional', 'encoder_type': 'standard',
+                'decoder_type': 'standard', 'channel_mult_noise': 1, 'resample_filter': [1, 1]}
+    for key, want in expected.items():
+        got = kwargs.get(key, want)
+        if (list(got) if isinstance(got, (list, tuple)) else got) != want:
+            raise ValueError(f'EDM network has {key}={got!r}; only {key}={want!r} (DDPM++) is supported')
+    if kwargs.get('sigma_min', 0) not in (0, None) or kwargs.get('sigma_max', float('inf')) != float('inf'):
+        print('edm_import: note: sigma_min/sigma_max clipping of the original wrapper is not reproduced',
+              file=sys.stderr)
+    return dict(img_resolution=int(kwargs['img_resolution']), img_channels=int(kwargs['img_channels']),
+                label_dim=int(kwargs.get('label_dim', 0)), sigma_data=float(kwargs.get('sigma_data', 0.5)),
+                model_channels=int(kwargs.get('model_channels', 128)),
+                channel_mult=[int(m) for m in kwargs.get('channel_mult', [1, 2, 2, 2])],
+                channel_mult_emb=int(kwargs.get('channel_mult_emb', 4)),
+                num_blocks=int(kwargs.get('num_blocks', 4)),
+                attn_resolutions=[int(r) for r in kwargs.get('attn_resolutions', [16])],
+                dropout=float(kwargs.get('dropout', 0.10)), augment_dim=int(kwargs.get('augment_dim', 0)))
+
+
+def resolve_source(source, allow_download=True):
+    """A short name, URL or path -> a local .pkl path (downloads go to a cache; sha256 printed and kept)."""
+    if os.path.isfile(source):
+        return source
+    if source in SHORT_NAMES:
+        url = EDM_URL + SHORT_NAMES[source]
+    elif source.startswith(('http://', 'https://')):
+        url = source
+    else:
+        raise FileNotFoundError(f'{source!r} is not a file, a URL or a known name ({", ".join(SHORT_NAMES)})')
+    path = os.path.join(CACHE_DIR, os.path.basename(url))
+    if not os.path.isfile(path):
+        if not allow_download:
+            raise FileNotFoundError(f'{source!r} is not cached at {path} and downloads are disabled; download '
+                                    f'{url} on a machine with network and pass its path instead of the short name')
+        try:
+            common.download(url, path)
+        except OSError as e:
+            raise FileNotFoundError(f'could not download {url} ({e}); download it elsewhere and pass its path, '
+                                    f'or use --no-download with a local file') from None
+    return path
+
+
+def import_edm(source, allow_download=True):
+    """Read and check an EDM pickle; returns (our EDMPrecond with its weights, provenance dict)."""
+    path = resolve_source(source, allow_download)
+    kwargs, state = read_edm_pickle(path)
+    net = common.net_from_config(edm_config(kwargs))
+    common.load_net_state(net, state, path)  # every name and shape must match; nothing may be left over
+    return net, {'source': source, 'path': os.path.abspath(path), 'sha256': common.file_digest(path, 'sha256')}
+
+
+def import_to_checkpoint(source, out, allow_download=True):
+    """Write a normal teacher checkpoint (EMA weights as both net and ema) from an EDM pickle."""
+    net, info = import_edm(source, allow_download)
+    sd = net.state_dict()
+    common.save_checkpoint(out, {'kind': 'teacher', 'config': {'imported_from': info}, 'net_config': net.config,
+                                 'net': sd, 'ema': sd, 'cur_nimg': 0})
+    print(f'imported {info["source"]} (sha256 {info["sha256"]}) -> {out}  '
+          f'[{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params, label_dim {net.label_dim}]')
+    return out
+
+
+def teacher_checkpoint(spec, allow_download=True):
+    """What the one-step trainers accept as --teacher: our checkpoint, an EDM .pkl, a URL or a short name.
+    EDM pickles are imported once into the cache and reused."""
+    if os.path.isfile(spec) and not spec.endswith('.pkl'):
+        return spec
+    name = os.path.splitext(os.path.basename(spec if os.path.isfile(spec) else SHORT_NAMES.get(spec, spec)))[0]
+    out = os.path.join(CACHE_DIR, f'{name}-imported.pt')
+    if not os.path.isfile(out):
+        import_to_checkpoint(spec, out, allow_download)
+    return out

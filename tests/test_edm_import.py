@@ -1,0 +1,190 @@
+"""edm_import.py: a pickle written in EDM's persistence format by this test imports to exactly our weights and
+outputs; any other global is refused before it runs; bad shapes and missing keys name the key; short names
+without network give a clear error."""
+import collections
+import os
+import pickle
+import sys
+import types
+
+import pytest
+import torch
+
+import common
+import edm_import
+from conftest import run_script
+
+# -------- a writer for EDM's format (torch_utils/persistence.py): fake modules so pickle can name them
+
+persistence = types.ModuleType('torch_utils.persistence')
+dnnlib_util = types.ModuleType('dnnlib.util')
+
+
+def _reconstruct_persistent_obj(meta):
+    raise AssertionError('only the writer side exists in tests')
+
+
+class EasyDict(dict):
+    pass
+
+
+_reconstruct_persistent_obj.__module__ = 'torch_utils.persistence'
+EasyDict.__module__, EasyDict.__qualname__ = 'dnnlib.util', 'EasyDict'
+persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+dnnlib_util.EasyDict = EasyDict
+
+
+@pytest.fixture(autouse=True)
+def fake_edm_modules(monkeypatch):
+    for name, mod in [('torch_utils', types.ModuleType('torch_utils')), ('torch_utils.persistence', persistence),
+                      ('dnnlib', types.ModuleType('dnnlib')), ('dnnlib.util', dnnlib_util)]:
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+SOURCE = 'raise RuntimeError("the embedded module source was executed")\n'
+
+
+class Persistent:
+    """Pickles as EDM's persistent objects do: _reconstruct_persistent_obj(meta) with the module source."""
+
+    def __init__(self, class_name, state):
+        self.class_name, self.state = class_name, state
+
+    def __reduce__(self):
+        meta = dict(type='class', version=6, module_src=SOURCE, class_name=self.class_name, state=self.state)
+        return (_reconstruct_persistent_obj, (meta,))
+
+
+def mirror(module):
+    """EDM's pickled form of a module tree: persistent objects for layers, torch containers kept as they are."""
+    state = dict(module.__dict__)
+    children = collections.OrderedDict((n, mirror(c)) for n, c in module._modules.items())
+    if isinstance(module, torch.nn.ModuleDict):
+        container = torch.nn.ModuleDict()
+        container.__dict__['_modules'] = children
+        return container
+    state['_modules'] = children
+    return Persistent(type(module).__name__, state)
+
+
+def write_edm_pickle(path, net, init_kwargs, edit=None):
+    ema = mirror(net)
+    ema.state['_init_args'] = ()
+    ema.state['_init_kwargs'] = init_kwargs
+    if edit:
+        edit(ema)
+    data = dict(ema=ema, loss_fn=Persistent('EDMLoss', {'P_mean': -1.2, 'P_std': 1.2, 'sigma_data': 0.5}),
+                augment_pipe=None, dataset_kwargs=EasyDict(class_name='training.dataset.ImageFolderDataset',
+                                                           path='cifar10-32x32.zip', use_labels=False))
+    with open(path, 'wb') as f:
+        pickle.dump(data, f)
+
+
+def tiny_edm_kwargs(label_dim=0):
+    return dict(img_resolution=32, img_channels=3, label_dim=label_dim, use_fp16=False, sigma_min=0,
+                sigma_max=float('inf'), sigma_data=0.5, model_type='SongUNet', embedding_type='positional',
+                encoder_type='standard', decoder_type='standard', channel_mult_noise=1, resample_filter=[1, 1],
+                model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[16], dropout=0.13,
+                augment_dim=9)
+
+
+def tiny_reference(label_dim=0):
+    torch.manual_seed(0)
+    net = common.EDMPrecond(label_dim=label_dim, model_channels=16, channel_mult=[1, 2], num_blocks=1,
+                            attn_resolutions=[16], dropout=0.13, augment_dim=9).eval()
+    for p in net.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    return net
+
+
+@pytest.mark.parametrize('label_dim', [0, 10])
+def test_edm_pickle_imports_to_identical_weights_and_outputs(tmp_path, label_dim):
+    net = tiny_reference(label_dim)
+    path = str(tmp_path / 'edm.pkl')
+    write_edm_pickle(path, net, tiny_edm_kwargs(label_dim))
+    imported, info = edm_import.import_edm(path)
+    assert imported.config == {'channel_mult_emb': 4, **net.config}
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(imported.state_dict()[name], tensor), name
+    x, sigma = torch.randn(2, 3, 32, 32), torch.tensor([0.4, 3.0])
+    labels = torch.eye(10)[:2] if label_dim else None
+    with torch.no_grad():
+        torch.testing.assert_close(imported.eval()(x, sigma, labels), net(x, sigma, labels), atol=0, rtol=0)
+    assert len(info['sha256']) == 64
+
+
+def test_teacher_import_edm_writes_a_usable_checkpoint(tmp_path):
+    net = tiny_reference()
+    pkl = str(tmp_path / 'edm.pkl')
+    write_edm_pickle(pkl, net, tiny_edm_kwargs())
+    out = str(tmp_path / 'imported')
+    r = run_script('teacher.py', '--import-edm', pkl, '--outdir', out)
+    assert r.returncode == 0, r.stderr
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    assert ck['config']['imported_from']['sha256'] and torch.equal(ck['ema']['model.map_layer0.weight'],
+                                                                    net.state_dict()['model.map_layer0.weight'])
+    r = run_script('teacher.py', '--sample', '2', '--ckpt', os.path.join(out, 'checkpoint.pt'), '--steps', '2',
+                   '--device', 'cpu', '--outdir', str(tmp_path / 's'))
+    assert r.returncode == 0, r.stderr
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_pickle_with_other_global_is_refused_before_running(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = str(tmp_path / 'evil.pkl')
+    with open(path, 'wb') as f:
+        pickle.dump({'ema': Evil(marker)}, f)
+    with pytest.raises(pickle.UnpicklingError, match='refusing global (os|posix).system'):
+        edm_import.read_edm_pickle(path)
+    assert not marker.exists()
+
+
+def test_evil_global_nested_inside_network_state_is_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = str(tmp_path / 'evil.pkl')
+    write_edm_pickle(path, tiny_reference(), tiny_edm_kwargs(), edit=lambda ema: ema.state.update(x=Evil(marker)))
+    with pytest.raises(pickle.UnpicklingError, match='refusing global'):
+        edm_import.read_edm_pickle(path)
+    assert not marker.exists()
+
+
+def test_shape_mismatch_and_missing_key_name_the_key(tmp_path):
+    def wrong_shape(ema):
+        conv = ema.state['_modules']['model'].state['_modules']['enc']._modules['32x32_conv']
+        conv.state['_parameters']['weight'] = torch.nn.Parameter(torch.zeros(16, 3, 5, 5))
+
+    def missing(ema):
+        ema.state['_modules']['model'].state['_modules']['map_layer1'].state['_parameters'].pop('bias')
+    for edit, key in [(wrong_shape, 'model.enc.32x32_conv.weight'), (missing, 'model.map_layer1.bias')]:
+        path = str(tmp_path / f'{edit.__name__}.pkl')
+        write_edm_pickle(path, tiny_reference(), tiny_edm_kwargs(), edit=edit)
+        with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+            edm_import.import_edm(path)
+
+
+def test_unsupported_architecture_is_refused(tmp_path):
+    path = str(tmp_path / 'adm.pkl')
+    write_edm_pickle(path, tiny_reference(), {**tiny_edm_kwargs(), 'model_type': 'DhariwalUNet'})
+    with pytest.raises(ValueError, match='model_type'):
+        edm_import.import_edm(path)
+
+
+def test_short_name_without_network_names_url_and_offline_flag(tmp_path, monkeypatch):
+    monkeypatch.setattr(edm_import, 'CACHE_DIR', str(tmp_path))
+    with pytest.raises(FileNotFoundError, match='edm-cifar10-32x32-uncond-vp.pkl.*downloads are disabled'):
+        edm_import.resolve_source('edm-cifar10-uncond', allow_download=False)
+
+    def offline(url, path):
+        raise OSError('network is unreachable')
+    monkeypatch.setattr(common, 'download', offline)
+    with pytest.raises(FileNotFoundError, match=r'nvlabs-fi-cdn.*--no-download'):
+        edm_import.resolve_source('edm-cifar10-cond')
+    with pytest.raises(FileNotFoundError, match='known name'):
+        edm_import.resolve_source('edm-imagenet')
