@@ -486,6 +486,30 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def run_bench(name, step, args, device, flops_per_image, params):
+    """Time step() (one full training iteration on args.batch images): img/s, ms/step, peak memory, MFU.
+    flops_per_image counts forward + backward of everything step() computes, for model FLOPs utilisation."""
+    for _ in range(10 if args.compile else 3):  # warm-up (compilation, cuDNN autotuning, allocator)
+        step()
+    sync(device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(args.bench_steps):
+        step()
+    sync(device)
+    dt = (time.perf_counter() - t0) / args.bench_steps
+    ips = args.batch / dt
+    peak = peak_tflops(device)
+    mfu = f'{100 * ips * flops_per_image / (peak * 1e12):.1f}%' if peak else 'n/a'
+    dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
+    precision = args.precision if device.type == 'cuda' else 'fp32'
+    print(f'bench {name}: preset {args.preset}  params {params / 1e6:.2f}M  batch {args.batch}  precision '
+          f'{precision}  compile {args.compile}  device {dev}')
+    print(f'bench {name}: {ips:.1f} img/s  {1000 * dt:.1f} ms/step  peak mem {peak_memory_gb(device):.2f} GB  '
+          f'{flops_per_image / 1e9:.2f} GFLOP/img  MFU {mfu}')
+
+
 def maybe_compile(net, enabled):
     return torch.compile(net) if enabled else net
 
@@ -812,3 +836,59 @@ class Logger:
 def print0(*args, rank=0, **kwargs):
     if rank == 0:
         print(*args, **kwargs, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 6. One-step trainers (Diff-Instruct, score-free): teacher loading, samples, snapshots
+# ------------------------------------------------------------------------------------------------------
+
+def load_teacher(spec, device, allow_download=True):
+    """The teacher's EMA network, frozen, from our checkpoint, an EDM .pkl, a URL or a short name such as
+    edm-cifar10-uncond (imported once; see edm_import.py). Returns (net, checkpoint path)."""
+    import edm_import
+    if not spec:
+        raise FileNotFoundError('--teacher is required: a teacher.py checkpoint, an EDM .pkl or a short name '
+                                f'({", ".join(edm_import.SHORT_NAMES)})')
+    if not os.path.exists(spec) and spec not in edm_import.SHORT_NAMES and not spec.startswith('http'):
+        raise FileNotFoundError(f'--teacher {spec!r}: no such file and not a known name '
+                                f'({", ".join(edm_import.SHORT_NAMES)})')
+    path = edm_import.teacher_checkpoint(spec, allow_download)
+    ckpt = load_checkpoint(path, 'teacher')
+    net = net_from_config(ckpt['net_config'])
+    load_net_state(net, ckpt['ema'], path)
+    return net.to(device).eval().requires_grad_(False), path
+
+
+def check_teacher_fits_data(teacher, data, cond):
+    if (teacher.img_resolution, teacher.img_channels) != (data.resolution, data.channels):
+        raise ValueError(f'the teacher makes {teacher.img_channels}x{teacher.img_resolution}² images but '
+                         f'{data.name} has {data.channels}x{data.resolution}²')
+    if cond and teacher.label_dim != data.num_classes:
+        raise ValueError(f'--cond 1 needs a teacher with label_dim {data.num_classes}, this one has '
+                         f'{teacher.label_dim}')
+    if not cond and teacher.label_dim:
+        raise ValueError('the teacher is class-conditional: pass --cond 1')
+
+
+def one_step_sampler(G, sigma_init, device):
+    """sample(seeds) -> uint8 images of the one-step generator, per-seed latents and labels (for FID)."""
+    shape = [G.img_channels, G.img_resolution, G.img_resolution]
+
+    @torch.no_grad()
+    def sample(seeds):
+        z = seeded_latents(seeds, shape, device)
+        return to_uint8(generate_one_step(G, z, sigma_init, seeded_labels(seeds, G.label_dim, device)))
+    return sample
+
+
+def gather_states(state, world):
+    """Every rank's copy of a small picklable state (RNG, data stream), collected for the checkpoint."""
+    if world == 1:
+        return [state]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, state)
+    return out
+
+
+def pick_rank_state(states, rank):
+    return states[rank] if rank < len(states) else states[0]

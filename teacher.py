@@ -128,30 +128,7 @@ def bench(args, device):
         common.optimizer_step(opt, net.parameters(), scaler)
         common.ema_update(ema, net, 0.999)
 
-    report_bench('teacher', args, device, step, flops, sum(p.numel() for p in net.parameters()))
-
-
-def report_bench(name, args, device, step, flops_per_image, params):
-    warmup = 3 if not args.compile else 10
-    for _ in range(warmup):
-        step()
-    common.sync(device)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(args.bench_steps):
-        step()
-    common.sync(device)
-    dt = (time.perf_counter() - t0) / args.bench_steps
-    ips = args.batch / dt
-    peak = common.peak_tflops(device)
-    mfu = f'{100 * ips * flops_per_image / (peak * 1e12):.1f}%' if peak else 'n/a'
-    name_dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
-    print(f'bench {name}: preset {args.preset}  params {params / 1e6:.2f}M  batch {args.batch}  '
-          f'precision {args.precision if device.type == "cuda" else "fp32"}  compile {args.compile}  '
-          f'device {name_dev}')
-    print(f'bench {name}: {ips:.1f} img/s  {1000 * dt:.1f} ms/step  peak mem {common.peak_memory_gb(device):.2f} GB  '
-          f'{flops_per_image / 1e9:.2f} GFLOP/img (fwd+bwd)  MFU {mfu}')
+    common.run_bench('teacher', step, args, device, flops, sum(p.numel() for p in net.parameters()))
 
 
 def train(args, rank, world, device):
@@ -214,8 +191,9 @@ def train(args, rank, world, device):
         opt.zero_grad(set_to_none=True)
         # Mean over the local batch; DDP averages over ranks, so this is EDM's sum / global batch.
         (scaler.scale(loss.mean()) if scaler else loss.mean()).backward()
+        ramp = min(cur_nimg / (args.lr_rampup_kimg * 1000), 1) if args.lr_rampup_kimg > 0 else 1
         for g in opt.param_groups:
-            g['lr'] = args.lr * min(cur_nimg / max(args.lr_rampup_kimg * 1000, 1e-8), 1)
+            g['lr'] = args.lr * ramp
         common.optimizer_step(opt, net.parameters(), scaler)
         cur_nimg += args.batch
         common.ema_update(ema, net, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))

@@ -1,0 +1,371 @@
+"""Score-free one-step training (arXiv 2502.08005, "DiffRatio"): a density ratio instead of teacher scores.
+
+  one GPU:   python score_free.py --dataset cifar10
+  8 GPUs:    torchrun --standalone --nproc_per_node=8 score_free.py --dataset cifar10
+  members:   --divergence rkl (DiKL, default) | js (DiJS) | fkl | hellinger
+  ablations: --cls-init random    speed: python score_free.py --bench  (same config as diff_instruct.py --bench)
+
+The method. The generator G_θ(z) = D_θ(σ_init·z; σ_init) is initialised from a diffusion teacher, exactly as in
+Diff-Instruct; what changes is how the score difference s_q − s_p of the noised generator (q_σ) and data (p_σ)
+distributions is estimated. s_q − s_p = ∇ₓ log(q_σ/p_σ), and a classifier c_φ(x, σ) trained with binary
+cross-entropy to tell noisy generated samples (label 1) from noisy real images (label 0), same σ for both,
+converges to the log-ratio c* = log q_σ − log p_σ. No teacher forward pass and no fake score network are
+needed: the data set is used instead. For an f-divergence D_f(p_σ ‖ q_σ) = E_q[f(p_σ/q_σ)], with u = e^{−c},
+    ∇_θ D_f = E[ h(c)·∇ₓc(x_σ, σ)ᵀ ∂x_σ/∂θ ],    h(c) = u² f''(u),
+so one generator loss covers the family:  L_G = E[ w(σ) · stopgrad(h(c)) · c_φ(G(z) + σε, σ) ]  (φ frozen).
+With w(σ) = σ² and h = 1 (reverse KL) its expected gradient is exactly Diff-Instruct's.
+The classifier is the teacher U-Net's encoder half (same blocks and σ embedding), pooled, with a linear head.
+"""
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import common
+import fid
+
+DIVERGENCES = ('rkl', 'js', 'fkl', 'hellinger')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--dataset', default='cifar10', help='cifar10 | fashion-mnist | folder or zip of images')
+    p.add_argument('--data-dir', default=common.DEFAULT_DATA_DIR)
+    p.add_argument('--split', default='train')
+    p.add_argument('--no-download', action='store_true', help='never download data or teacher')
+    p.add_argument('--xflip', type=int, default=0, help='x-flip the real images the classifier sees (ours: off)')
+    p.add_argument('--teacher', default='edm-cifar10-uncond',
+                   help='initialisation only: teacher.py checkpoint, EDM .pkl/URL or short name (the paper: EDM)')
+    p.add_argument('--cond', type=int, default=0, help='class-conditional (needs a conditional teacher)')
+    p.add_argument('--divergence', default='rkl', help=f'one of {DIVERGENCES} (the paper\'s family; rkl = DiKL)')
+    p.add_argument('--sigma-init', type=float, default=1.0, help='σ at which G evaluates the net (as DI: 1.0)')
+    p.add_argument('--weight', default='sigma2', choices=['sigma2', 'one'],
+                   help='w(σ): sigma2 makes rkl the exact counterpart of Diff-Instruct (ours, spec)')
+    p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, classifier and generator (EDM / DI)')
+    p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
+    p.add_argument('--batch', type=int, default=128, help='total batch (DI official)')
+    p.add_argument('--lr', type=float, default=1e-5, help='generator Adam lr (DI official)')
+    p.add_argument('--cls-lr', type=float, default=1e-5, help='classifier Adam lr (DI\'s fake-score lr)')
+    p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='Adam betas, both nets (DI official)')
+    p.add_argument('--eps', type=float, default=1e-8, help='Adam epsilon (DI official)')
+    p.add_argument('--lr-rampup-kimg', type=float, default=0, help='linear lr warm-up, both nets (ours: none)')
+    p.add_argument('--cls-steps', type=int, default=1, help='classifier steps per generator step (ours: 1)')
+    p.add_argument('--cls-init', default='teacher', choices=['teacher', 'random'],
+                   help='classifier encoder from the teacher (the paper) or random')
+    p.add_argument('--cls-dropout', type=float, default=0.0, help='dropout in the classifier encoder (ours)')
+    p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in G')
+    p.add_argument('--ema-halflife-kimg', type=float, default=50, help='EMA half-life of G (ours, as DI here)')
+    p.add_argument('--ema-rampup', type=float, default=0.05, help='EMA ramp-up ratio (EDM)')
+    p.add_argument('--total-kimg', type=float, default=50000, help='generator images to train on (ours)')
+    p.add_argument('--outdir', default='runs/score_free')
+    p.add_argument('--resume', default=None, help='checkpoint to continue, or "auto" = <outdir>/checkpoint.pt')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--precision', default='bf16', help='bf16 | fp16 | fp32 (CUDA; CPU runs fp32)')
+    p.add_argument('--tf32', type=int, default=1)
+    p.add_argument('--compile', type=int, default=0)
+    p.add_argument('--tick-kimg', type=float, default=10, help='progress line interval')
+    p.add_argument('--snapshot-ticks', type=int, default=10, help='checkpoint + grid + FID every this many ticks')
+    p.add_argument('--grid', type=int, default=64)
+    p.add_argument('--fid-ref', default=None, help='reference statistics for FID in the loop (fid.py ref)')
+    p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (final: fid.py calc 50k)')
+    p.add_argument('--inception', default=None, help='local Inception weights for FID (offline)')
+    p.add_argument('--bench', action='store_true', help='time one iteration on synthetic data and exit')
+    p.add_argument('--bench-steps', type=int, default=20)
+    p.add_argument('--preset', default='edm', help='network for --bench only (random weights)')
+    args = p.parse_args(argv)
+    if args.divergence not in DIVERGENCES:
+        p.error(f'--divergence must be one of {DIVERGENCES}, not {args.divergence!r}')
+    if args.batch <= 0 or args.total_kimg <= 0 or args.cls_steps < 1 or args.sigma_init <= 0:
+        p.error('--batch, --total-kimg, --cls-steps and --sigma-init must be positive')
+    if args.bench and args.preset not in common.PRESETS:
+        p.error(f'--preset must be one of {sorted(common.PRESETS)}')
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------
+# The method: h(c), the two losses, the classifier
+# ------------------------------------------------------------------------------------------------------
+
+def f_weight(logit, divergence):
+    """h(c) = u²f''(u) at u = p/q = e^{−c}, for D_f(p ‖ q) = E_q[f(p/q)]:
+      rkl        f = −log u                                    h = 1
+      js         f = ½[u log u − (1+u) log((1+u)/2)]           h = u/(2(1+u)) = ½·sigmoid(−c)
+      fkl        f = u log u                                   h = u = e^{−c}
+      hellinger  f = (√u − 1)²                                 h = ½·u^{1/2} = ½·e^{−c/2}
+    Computed without overflow: the exponent is clipped to ±80 (e^80 ≈ 5.5e34 < float32's max)."""
+    c = logit.float()
+    if divergence == 'rkl':
+        return torch.ones_like(c)
+    if divergence == 'js':
+        return 0.5 * torch.sigmoid(-c)
+    if divergence == 'fkl':
+        return torch.exp((-c).clamp(-80, 80))
+    if divergence == 'hellinger':
+        return 0.5 * torch.exp((-c / 2).clamp(-80, 80))
+    raise ValueError(f'unknown divergence {divergence!r}; choose one of {DIVERGENCES}')
+
+
+def sigma_weight(sigma, kind):
+    return sigma.flatten() ** 2 if kind == 'sigma2' else torch.ones_like(sigma.flatten())
+
+
+def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None):
+    """Binary cross-entropy, generated = 1, real = 0, both noised with the same σ; per pair of images.
+    Also returns the accuracy on each side (logit > 0 means 'generated')."""
+    c_fake = classifier(fake.detach() + sigma * torch.randn_like(fake), sigma, labels_fake)
+    c_real = classifier(real + sigma * torch.randn_like(real), sigma, labels_real)
+    loss = F.softplus(-c_fake) + F.softplus(c_real)  # = −log σ(c_fake) − log(1 − σ(c_real))
+    return loss, (c_fake > 0).float().mean(), (c_real < 0).float().mean()
+
+
+def generator_loss(classifier, x0, sigma, noise, divergence, weight='sigma2', labels=None):
+    """Per image: w(σ)·stopgrad(h(c))·c_φ(x₀ + σ·noise, σ). The classifier's weights are not updated here, but
+    the gradient flows through c_φ into x₀ and on into the generator: ∇ = w·h(c)·∇ₓc ∂x/∂θ."""
+    c = classifier(x0 + sigma * noise, sigma, labels)
+    return sigma_weight(sigma, weight) * f_weight(c, divergence).detach() * c
+
+
+class Classifier(nn.Module):
+    """c_φ(x, σ) -> one logit: EDM's preconditioned input c_in·x and c_noise = ln(σ)/4 through the teacher's
+    σ embedding and encoder blocks (same names, so the teacher's weights load), then GroupNorm, SiLU, global
+    average pooling and a linear head. Class-conditional: + ⟨label projection, pooled features⟩."""
+
+    def __init__(self, teacher_config, dropout=0.0):
+        super().__init__()
+        cfg = dict(teacher_config)
+        self.sigma_data, self.label_dim = cfg.pop('sigma_data'), cfg['label_dim']
+        res, ch = cfg.pop('img_resolution'), cfg.pop('img_channels')
+        cfg['dropout'] = dropout
+        self.model = common.SongUNet(img_resolution=res, in_channels=ch, out_channels=ch, **cfg)
+        del self.model.dec  # the encoder half only
+        width = list(self.model.enc.values())[-1].out_channels
+        self.head_norm = common.GroupNorm(width)
+        self.head = common.Linear(width, 1, init_weight=0)  # starts at logit 0: h(c) neutral, ratio 1
+        self.label_proj = common.Linear(self.label_dim, width, bias=False, init_weight=0) if self.label_dim else None
+
+    def forward(self, x, sigma, class_labels=None):
+        x = x.to(torch.float32)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
+        sigma = sigma.expand(x.shape[0], 1, 1, 1)
+        c_in = 1 / (self.sigma_data ** 2 + sigma ** 2).sqrt()
+        labels = None
+        if self.label_dim:
+            labels = (torch.zeros([x.shape[0], self.label_dim], device=x.device) if class_labels is None
+                      else class_labels.to(torch.float32))
+        emb = self.model.embed((sigma.log() / 4).flatten(), labels)
+        h = self.model.encode(c_in * x, emb)[-1]
+        h = F.silu(self.head_norm(h)).mean(dim=(2, 3))
+        logit = self.head(h)[:, 0]
+        if self.label_proj is not None:
+            logit = logit + (self.label_proj(labels).to(h.dtype) * h).sum(1)
+        return logit.float()
+
+    def load_teacher_encoder(self, teacher_state):
+        """Copy the teacher's mapping network and encoder; every classifier 'model.*' tensor must be there."""
+        own = {k: v for k, v in self.state_dict().items() if k.startswith('model.')}
+        missing = [k for k in own if k not in teacher_state or teacher_state[k].shape != own[k].shape]
+        if missing:
+            raise ValueError(f'teacher weights do not fit the classifier encoder: {missing[:5]}')
+        self.load_state_dict({k: teacher_state[k] for k in own}, strict=False)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------------
+
+def iteration(args, nets, opts, scalers, autocast, reals, batch, label_dim, device):
+    """One score-free iteration: args.cls_steps classifier steps, then one generator step."""
+    G, G_train, cls, cls_train = nets
+    shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
+    for _ in range(args.cls_steps):
+        real, real_labels = next(reals)
+        labels = real_labels if label_dim else None  # generate the same classes as the real batch
+        with torch.no_grad(), autocast():
+            fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
+        sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
+        cls.requires_grad_(True)
+        with autocast():
+            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, fake, real, sigma, labels, labels)
+            loss_cls = loss_cls.mean()
+        opts[1].zero_grad(set_to_none=True)
+        (scalers[1].scale(loss_cls) if scalers[1] else loss_cls).backward()
+        common.optimizer_step(opts[1], cls.parameters(), scalers[1])
+
+    labels = common.random_labels(batch, label_dim, device)
+    cls.requires_grad_(False)  # φ frozen: gradients flow through c_φ into x only
+    with autocast():
+        x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
+        sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
+        loss_G = generator_loss(cls, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, labels).mean()
+    opts[0].zero_grad(set_to_none=True)
+    (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
+    common.optimizer_step(opts[0], G.parameters(), scalers[0])
+    return torch.stack([loss_cls.detach(), loss_G.detach(), acc_fake, acc_real])
+
+
+def build_nets(teacher, args, device):
+    G = copy.deepcopy(teacher).requires_grad_(True)
+    if args.dropout is not None:
+        for m in G.modules():
+            if isinstance(m, common.UNetBlock):
+                m.dropout = args.dropout
+    G.train()
+    cls = Classifier(teacher.config, args.cls_dropout).to(device)
+    if args.cls_init == 'teacher':
+        cls.load_teacher_encoder(teacher.state_dict())
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opts = [common.make_adam(G.parameters(), args.lr, args.betas, args.eps, device),
+            common.make_adam(cls.parameters(), args.cls_lr, args.betas, args.eps, device)]
+    return G, G_ema, cls, opts
+
+
+class SyntheticReals:
+    """Random 'real' batches for --bench."""
+
+    def __init__(self, batch, device):
+        self.x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
+
+    def __next__(self):
+        return self.x, None
+
+
+def bench(args, device):
+    """The real iteration on random weights of --preset, at diff_instruct.py --bench's config and batch."""
+    autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
+    teacher = common.build_net(args.preset, 32, 3, 0, 0.13).to(device).eval()
+    G, G_ema, cls, opts = build_nets(teacher, args, device)
+    scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
+    nets = (G, common.maybe_compile(G, args.compile), cls, common.maybe_compile(cls, args.compile))
+    reals = SyntheticReals(args.batch, device)
+
+    def step():
+        iteration(args, nets, opts, scalers, autocast, reals, args.batch, 0, device)
+        common.ema_update(G_ema, G, 0.999)
+    x = torch.zeros(1, 3, 32, 32, device=device)
+    fg = common.count_flops(lambda: G(x, torch.ones(1, device=device)))
+    fc = common.count_flops(lambda: cls(x, torch.ones(1, device=device)))
+    # per image: cls step = G fwd + 2 cls fwd/bwd (fake and real); G step = G fwd/bwd + cls fwd/bwd
+    flops = args.cls_steps * (fg + 6 * fc) + 3 * fg + 3 * fc
+    print(f'bench score_free: classifier {sum(p.numel() for p in cls.parameters()) / 1e6:.2f}M params')
+    common.run_bench('score_free', step, args, device, flops, sum(p.numel() for p in G.parameters()))
+
+
+def train(args, rank, world, device):
+    torch.manual_seed(args.seed * world + rank)
+    autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
+    scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
+    if args.batch % world:
+        raise SystemExit(f'error: --batch {args.batch} is not divisible by the {world} processes')
+    batch = args.batch // world
+    log = common.Logger(args.outdir, rank)
+    if rank == 0:
+        os.makedirs(args.outdir, exist_ok=True)
+
+    data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
+    common.print0(f'data: {data.name}  {len(data)} images  {data.checksum or ""}', rank=rank)
+    reals = common.BatchSampler(data, batch, device, args.seed, rank, bool(args.xflip))
+    teacher, teacher_path = common.load_teacher(args.teacher, device, not args.no_download)
+    common.check_teacher_fits_data(teacher, data, args.cond)
+    label_dim = teacher.label_dim
+    G, G_ema, cls, opts = build_nets(teacher, args, device)
+    del teacher  # from here on the teacher is not used: no teacher forward pass, no score network
+    cur_nimg = 0
+    resume = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
+    if resume:
+        ckpt = common.load_checkpoint(resume, 'generator')
+        common.check_resume_config(ckpt['config'], vars(args), ['dataset', 'cond', 'divergence', 'sigma_init',
+                                                                'weight', 'batch', 'cls_steps', 'seed', 'xflip'])
+        if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
+            raise ValueError(f'{resume!r} is not a score-free training checkpoint')
+        for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):
+            common.load_net_state(net, ckpt[key], resume)
+        for opt, key in zip(opts, ('opt_G', 'opt_cls')):
+            opt.load_state_dict(ckpt[key])
+        reals.load_state_dict(common.pick_rank_state(ckpt['sampler'], rank))
+        common.set_rng_state(common.pick_rank_state(ckpt['rng'], rank))
+        cur_nimg = ckpt['cur_nimg']
+        common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
+    G_train = common.ddp_wrap(common.maybe_compile(G, args.compile), device, world)
+    cls_train = common.ddp_wrap(common.maybe_compile(cls, args.compile), device, world)
+    nets = (G, G_train, cls, cls_train)
+    common.print0(f'score_free: divergence {args.divergence}  teacher {teacher_path} (init only)  G '
+                  f'{sum(p.numel() for p in G.parameters()) / 1e6:.2f}M  classifier '
+                  f'{sum(p.numel() for p in cls.parameters()) / 1e6:.2f}M ({args.cls_init} init)  '
+                  f'world {world}  device {device}', rank=rank)
+
+    grid_seeds = list(range(args.grid))
+    sample = common.one_step_sampler(G_ema, args.sigma_init, device)
+    if rank == 0 and not resume:
+        common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
+        common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
+
+    tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
+    while True:
+        ramp = min(cur_nimg / (args.lr_rampup_kimg * 1000), 1) if args.lr_rampup_kimg > 0 else 1
+        for opt, lr in zip(opts, (args.lr, args.cls_lr)):
+            for g in opt.param_groups:
+                g['lr'] = lr * ramp
+        stats = iteration(args, nets, opts, scalers, autocast, reals, batch, label_dim, device)
+        cur_nimg += args.batch
+        common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))
+        done = cur_nimg >= args.total_kimg * 1000
+        if not done and cur_nimg < tick_nimg + args.tick_kimg * 1000:
+            continue
+
+        common.sync(device)
+        loss_cls, loss_G, acc_fake, acc_real = common.all_reduce_mean(stats, world).tolist()
+        if not all(math.isfinite(v) for v in (loss_cls, loss_G)):
+            raise SystemExit(f'error: non-finite loss (classifier {loss_cls}, generator {loss_G}) at '
+                             f'{cur_nimg / 1000:.1f} kimg; lower --lr / --cls-lr or use --precision fp32, and '
+                             f'resume from the last checkpoint')
+        dt = time.time() - tick_time
+        log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), 'loss_cls': loss_cls, 'loss_G': loss_G,
+             'acc_fake': acc_fake, 'acc_real': acc_real, 'img/s': (cur_nimg - tick_nimg) / dt,
+             'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg), 'mem_gb': round(common.peak_memory_gb(device), 2)})
+        tick += 1
+        if done or tick % args.snapshot_ticks == 0:
+            rngs = common.gather_states(common.rng_state(), world)
+            samplers = common.gather_states(reals.state_dict(), world)
+            if rank == 0:
+                state = {'kind': 'generator', 'method': 'score_free', 'config': vars(args),
+                         'net_config': G.config, 'sigma_init': args.sigma_init, 'teacher': teacher_path,
+                         'ema': G_ema.state_dict(), 'G': G.state_dict(), 'classifier': cls.state_dict(),
+                         'opt_G': opts[0].state_dict(), 'opt_cls': opts[1].state_dict(), 'rng': rngs,
+                         'sampler': samplers, 'cur_nimg': cur_nimg}
+                common.save_checkpoint(os.path.join(args.outdir, 'checkpoint.pt'), state)
+                common.save_grid(sample(grid_seeds), os.path.join(args.outdir, f'fakes_{cur_nimg // 1000:06d}.png'))
+                if done:  # the light file for fid.py calc and for sharing
+                    common.save_checkpoint(os.path.join(args.outdir, 'generator.pt'), {
+                        k: state[k] for k in ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema')})
+            if args.fid_ref:
+                value = fid.fid_in_loop(sample, args.fid_num, args.fid_ref, device, args.inception, rank, world)
+                log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
+            if world > 1:
+                torch.distributed.barrier()
+        tick_nimg, tick_time = cur_nimg, time.time()
+        if done:
+            break
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rank, world, device = common.init_distributed(args.device)
+    try:
+        bench(args, device) if args.bench else train(args, rank, world, device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()
