@@ -42,3 +42,38 @@ def run_script(*args, env=None, timeout=300):
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=full_env)
+
+
+def gauss_hermite_2d(n=60):
+    """Nodes and weights for E[g(z, ε)] with z, ε ~ N(0, 1) independent: exact for polynomials of degree
+    < 2n in each variable, and accurate to ~1e-12 for the smooth Gaussian-tailed integrands used here."""
+    import torch
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / w.sum()
+    z, e = np.meshgrid(x, x, indexing='ij')
+    ww = np.outer(w, w)
+    t = lambda a: torch.tensor(a.reshape(-1, 1, 1, 1), dtype=torch.float64)
+    return t(z), t(e), torch.tensor(ww.reshape(-1), dtype=torch.float64)
+
+
+class Gaussian1D:
+    """Data N(μ, s²) and generator x₀ = a·z + b after noise σ: every quantity of the spec's appendix."""
+
+    def __init__(self, mu, s, a, b, sigma):
+        self.mu, self.s, self.a, self.b, self.sigma = mu, s, a, b, sigma
+        self.P2, self.Q2 = s * s + sigma * sigma, a * a + sigma * sigma
+
+    def D_p(self, x, sigma=None, labels=None):
+        return self.mu + self.s ** 2 / self.P2 * (x - self.mu)
+
+    def D_q(self, x, sigma=None, labels=None):
+        return self.b + self.a ** 2 / self.Q2 * (x - self.b)
+
+    def log_ratio(self, x, sigma=None, labels=None):
+        """c*(x) = log q_σ(x) − log p_σ(x), the optimal classifier logit (generated = 1)."""
+        return (0.5 * np.log(self.P2 / self.Q2) - (x - self.b) ** 2 / (2 * self.Q2)
+                + (x - self.mu) ** 2 / (2 * self.P2)).flatten()
+
+    def kl_grad(self):
+        """∂/∂(a, b) of KL(q_σ ‖ p_σ) (closed form)."""
+        return self.a * (1 / self.P2 - 1 / self.Q2), (self.b - self.mu) / self.P2
