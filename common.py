@@ -524,7 +524,9 @@ CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog
 FASHION_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
                  'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 FASHION_DIRS = ['/usr/share/datasets/fashion-mnist']  # Debian's dataset-fashion-mnist package
-DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'diffratio', 'data')
+# Downloads and derived files (data, EDM imports, FID weights and reference statistics) live under one root.
+CACHE_ROOT = os.environ.get('DIFFRATIO_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'diffratio'))
+DEFAULT_DATA_DIR = os.path.join(CACHE_ROOT, 'data')
 
 
 class Dataset:

@@ -60,7 +60,8 @@ def parse_args(argv=None):
     p.add_argument('--tick-kimg', type=float, default=10, help='progress line interval')
     p.add_argument('--snapshot-ticks', type=int, default=10, help='checkpoint + grid + FID every this many ticks')
     p.add_argument('--grid', type=int, default=64)
-    p.add_argument('--fid-ref', default=None, help='reference statistics for FID in the loop (fid.py ref)')
+    p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
+                   'cached) | none | a .npz from fid.py ref')
     p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (final: fid.py calc 50k)')
     p.add_argument('--inception', default=None, help='local Inception weights for FID (offline)')
     p.add_argument('--bench', action='store_true', help='time one iteration on synthetic data and exit')
@@ -182,6 +183,7 @@ def train(args, rank, world, device):
     data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
     teacher, teacher_path = common.load_teacher(args.teacher, device, not args.no_download)
     common.check_teacher_fits_data(teacher, data, args.cond)
+    fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
     label_dim = teacher.label_dim
     if args.dropout is not None:
         set_dropout(teacher, args.dropout)
@@ -254,8 +256,8 @@ def train(args, rank, world, device):
                 if done:  # the light file for fid.py calc and for sharing
                     common.save_checkpoint(os.path.join(args.outdir, 'generator.pt'), {
                         k: state[k] for k in ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema')})
-            if args.fid_ref:
-                value = fid.fid_in_loop(sample, args.fid_num, args.fid_ref, device, args.inception, rank, world)
+            if fid_ref:
+                value = fid.fid_in_loop(sample, args.fid_num, fid_ref, device, args.inception, rank, world)
                 log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
             if world > 1:
                 torch.distributed.barrier()

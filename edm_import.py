@@ -29,7 +29,7 @@ SHORT_NAMES = {
     'edm-cifar10-uncond-ve': 'edm-cifar10-32x32-uncond-ve.pkl',
     'edm-cifar10-cond-ve': 'edm-cifar10-32x32-cond-ve.pkl',
 }
-CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'diffratio', 'edm')
+CACHE_DIR = os.path.join(common.CACHE_ROOT, 'edm')
 
 
 # ------------------------------------------------------------------------------------------------------

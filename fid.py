@@ -27,13 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import common
+
 if tuple(int(v) for v in scipy.__version__.split('.')[:2]) < (1, 13):
     raise ImportError(f'fid.py needs scipy >= 1.13 (found {scipy.__version__}; 1.11.2-1.12 have a broken sqrtm)')
 
 PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                    'pt_inception-2015-12-05-6726825d.pth')
 PYTORCH_FID_SHA256_PREFIX = '6726825d'  # torch.hub's convention: the file name carries its sha256 prefix
-CACHE_DIR = os.path.join(os.path.expanduser('~'), '.cache', 'diffratio', 'fid')
+CACHE_DIR = os.path.join(common.CACHE_ROOT, 'fid')
 MODES = ('tf', 'pytorch-fid')
 
 # ------------------------------------------------------------------------------------------------------
@@ -231,7 +233,6 @@ def load_inception(path=None, allow_download=True):
             if not allow_download:
                 raise FileNotFoundError(f'no Inception weights at {path} and downloads are disabled; pass '
                                         f'--inception PATH (e.g. pytorch-fid\'s {os.path.basename(PYTORCH_FID_URL)})')
-            import common
             common.download(PYTORCH_FID_URL, path)
             digest = common.file_digest(path, 'sha256')
             if not digest.startswith(PYTORCH_FID_SHA256_PREFIX):
@@ -437,6 +438,30 @@ def fid_from_stats(stats, ref_path, mode):
     return frechet_distance(mu, sigma, mu_r, sigma_r)
 
 
+def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode='tf'):
+    """--fid-ref for the training scripts: 'none' -> None (no FID in the loop); a path -> that file; 'auto' ->
+    statistics of the whole training set `data`, computed once (split over DDP ranks) and cached under a hash
+    of the images themselves (so two folders with the same name never share statistics)."""
+    if spec in (None, '', 'none'):
+        return None
+    if spec != 'auto':
+        load_stats(spec)  # fail now, not after hours of training
+        return spec
+    tag = hashlib.sha256(data.images.numpy().tobytes()).hexdigest()[:12]
+    path = os.path.join(CACHE_DIR, f'ref-{data.name}-{tag}-{mode}.npz')
+    if not os.path.isfile(path):
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        images = data.images[rank::world]
+        stats = stats_from_batches(image_batches(images, batch), get_detector(inception, device), mode, device, rank)
+        if rank == 0:
+            mu, sigma = stats.mean_cov()
+            save_stats(path, mu, sigma, mode, stats.n)
+            print(f'fid: wrote reference statistics of {data.name} ({stats.n} images) to {path}', file=sys.stderr)
+        if world > 1:
+            torch.distributed.barrier()
+    return path
+
+
 def fid_in_loop(sample_fn, num, ref_path, device, inception=None, rank=0, world=1, batch=250, mode='tf'):
     """FID of num images made by sample_fn(seeds) -> uint8 [B, C, H, W]; each rank makes seeds rank::world.
     Returns the FID on every rank (the statistics are all-reduced)."""
@@ -457,7 +482,6 @@ def image_batches(images, batch):
 
 def checkpoint_sampler(path, device, steps=18):
     """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA)."""
-    import common
     ckpt = common.load_checkpoint(path, ('teacher', 'generator'))
     net = common.net_from_config(ckpt['net_config']).to(device).eval().requires_grad_(False)
     net.load_state_dict(ckpt['ema'])
@@ -522,7 +546,6 @@ def main(argv=None):
         q.add_argument('--batch', type=int, default=250, help='images per forward pass')
         q.add_argument('--device', default='auto', help='auto | cuda | cpu')
     args = p.parse_args(argv)
-    import common
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           'cpu' if args.device == 'auto' else args.device)
     try:

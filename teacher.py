@@ -60,7 +60,8 @@ def parse_args(argv=None):
     p.add_argument('--tick-kimg', type=float, default=50, help='progress line every this many kimg (EDM)')
     p.add_argument('--snapshot-ticks', type=int, default=50, help='checkpoint + grid every this many ticks')
     p.add_argument('--grid', type=int, default=64, help='images in the sample grids')
-    p.add_argument('--fid-ref', default=None, help='reference statistics (.npz from fid.py ref) for FID in the loop')
+    p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
+                   'cached) | none | a .npz from fid.py ref')
     p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: 50k)')
     p.add_argument('--inception', default=None, help='Inception weights file (else downloaded; see fid.py)')
     p.add_argument('--steps', type=int, default=18, help='Heun steps for grids, FID and --sample (EDM)')
@@ -149,6 +150,7 @@ def train(args, rank, world, device):
     common.print0(f'data: {data.name}  {len(data)} images {tuple(data.images.shape[1:])}  '
                   f'classes {data.num_classes}  {data.checksum or ""}', rank=rank)
     sampler = common.BatchSampler(data, batch_local, device, args.seed, rank, bool(args.xflip))
+    fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
 
     # Network, EMA, optimizer.
     net = common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout).to(device)
@@ -214,13 +216,15 @@ def train(args, rank, world, device):
              'mem_gb': round(common.peak_memory_gb(device), 2)})
         tick += 1
         if done or tick % args.snapshot_ticks == 0:
-            snapshot(args, rank, world, device, net, ema, opt, sampler, cur_nimg, grid_seeds, grid_labels, log)
+            snapshot(args, rank, world, device, net, ema, opt, sampler, cur_nimg, grid_seeds, grid_labels, log,
+                     fid_ref)
         tick_nimg, tick_time = cur_nimg, time.time()
         if done:
             break
 
 
-def snapshot(args, rank, world, device, net, ema, opt, sampler, cur_nimg, grid_seeds, grid_labels, log):
+def snapshot(args, rank, world, device, net, ema, opt, sampler, cur_nimg, grid_seeds, grid_labels, log,
+                     fid_ref):
     """Checkpoint (all ranks' RNG and data-stream states, so resume continues exactly), grid and FID."""
     rngs, samplers = [common.rng_state()], [sampler.state_dict()]
     if world > 1:  # gather every rank's RNG and sampler state to rank 0
@@ -235,11 +239,11 @@ def snapshot(args, rank, world, device, net, ema, opt, sampler, cur_nimg, grid_s
             'cur_nimg': cur_nimg})
         images = heun_images(ema, grid_seeds, device, args.steps, grid_labels)
         common.save_grid(images, os.path.join(args.outdir, f'fakes_{cur_nimg // 1000:06d}.png'))
-    if args.fid_ref:
+    if fid_ref:
         label_dim = ema.label_dim
         sample = lambda seeds: common.to_uint8(heun_images(ema, seeds, device, args.steps,
                                                            common.seeded_labels(seeds, label_dim, device)))
-        value = fid.fid_in_loop(sample, args.fid_num, args.fid_ref, device, args.inception, rank, world)
+        value = fid.fid_in_loop(sample, args.fid_num, fid_ref, device, args.inception, rank, world)
         log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
     if world > 1:
         torch.distributed.barrier()

@@ -108,12 +108,13 @@ def tiny_teacher(tmp_path_factory):
     data = write_image_folder(str(root / 'data'), n_per_class=6)
     out = str(root / 'teacher')
     r = run_script('teacher.py', '--dataset', data, '--preset', 'tiny', '--batch', '8', '--total-kimg', '0.016',
-                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--outdir', out)
+                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--fid-ref', 'none',
+                   '--outdir', out)
     assert r.returncode == 0, r.stderr
     return data, os.path.join(out, 'checkpoint.pt')
 
 
-DI = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu']
+DI = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', 'none']
 
 
 def test_generator_starts_as_exact_copy_of_teacher(tiny_teacher, tmp_path):

@@ -221,7 +221,7 @@ def test_cli_ref_and_calc_end_to_end(tmp_path, tiny_detector):
 def test_cli_calc_from_teacher_checkpoint(tmp_path, tiny_detector, image_folder):
     out = str(tmp_path / 'teacher')
     assert run_script('teacher.py', '--dataset', image_folder, '--preset', 'tiny', '--batch', '4', '--total-kimg',
-                      '0.004', '--tick-kimg', '0.004', '--grid', '4', '--steps', '2', '--device', 'cpu',
+                      '0.004', '--tick-kimg', '0.004', '--grid', '4', '--steps', '2', '--device', 'cpu', '--fid-ref', 'none',
                       '--outdir', out).returncode == 0
     ref = str(tmp_path / 'ref.npz')
     assert run_script('fid.py', 'ref', '--dataset', image_folder, '--out', ref,

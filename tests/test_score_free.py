@@ -188,12 +188,13 @@ def tiny_setup(tmp_path_factory):
     data = write_image_folder(str(root / 'data'), n_per_class=6)
     out = str(root / 'teacher')
     r = run_script('teacher.py', '--dataset', data, '--preset', 'tiny', '--batch', '8', '--total-kimg', '0.016',
-                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--outdir', out)
+                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--fid-ref', 'none',
+                   '--outdir', out)
     assert r.returncode == 0, r.stderr
     return data, os.path.join(out, 'checkpoint.pt')
 
 
-SF = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu']
+SF = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', 'none']
 
 
 def test_score_free_trains_resumes_and_computes_fid(tiny_setup, tmp_path):
@@ -224,6 +225,24 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_setup, tmp_path):
     r = run_script('fid.py', 'calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref,
                    '--inception', detector)
     assert r.returncode == 0 and r.stdout.startswith('fid6 '), r.stderr
+
+
+def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_setup, tmp_path):
+    data, teacher = tiny_setup
+    torch.manual_seed(0)
+    detector = str(tmp_path / 'det.pt')
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten(2),
+                                                        torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())), detector)
+    cache = str(tmp_path / 'cache')
+    args = ['score_free.py', '--dataset', data, '--teacher', teacher, *SF, '--total-kimg', '0.004', '--fid-ref',
+            'auto', '--fid-num', '6', '--inception', detector, '--snapshot-ticks', '1']
+    r = run_script(*args, '--outdir', str(tmp_path / 'a'), env={'DIFFRATIO_CACHE': cache})
+    assert r.returncode == 0, r.stderr
+    refs = os.listdir(os.path.join(cache, 'fid'))
+    assert len(refs) == 1 and refs[0].startswith('ref-data-') and 'wrote reference statistics' in r.stderr
+    assert 'fid6' in open(os.path.join(str(tmp_path / 'a'), 'log.jsonl')).read()
+    r = run_script(*args, '--outdir', str(tmp_path / 'b'), env={'DIFFRATIO_CACHE': cache})
+    assert r.returncode == 0 and 'wrote reference statistics' not in r.stderr  # cached
 
 
 @pytest.mark.parametrize('divergence,init', [('js', 'random'), ('hellinger', 'teacher')])

@@ -12,7 +12,8 @@ import torch
 import common
 from conftest import ROOT, run_script
 
-TINY = ['--preset', 'tiny', '--batch', '8', '--tick-kimg', '0.008', '--grid', '4', '--steps', '3', '--device', 'cpu']
+TINY = ['--preset', 'tiny', '--batch', '8', '--tick-kimg', '0.008', '--grid', '4', '--steps', '3', '--device', 'cpu',
+        '--fid-ref', 'none']
 
 
 def test_teacher_trains_and_writes_checkpoint_and_grids(image_folder, tmp_path):
