@@ -835,6 +835,64 @@ class Logger:
                 f.write(json.dumps({'time': time.time(), **fields}) + '\n')
 
 
+def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks):
+    """Flags every trainer shares: where to write, how to run, how often to report, FID in the loop, --bench."""
+    p.add_argument('--outdir', default=outdir, help='checkpoint.pt, grids and log.jsonl go here')
+    p.add_argument('--resume', default=None, help='checkpoint to continue, or "auto" = <outdir>/checkpoint.pt')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='auto', help='auto | cuda | cpu')
+    p.add_argument('--precision', default='bf16', help='bf16 (autocast) | fp16 (+ grad scaler) | fp32; CUDA only')
+    p.add_argument('--tf32', type=int, default=1, help='allow TF32 matmuls in fp32 parts')
+    p.add_argument('--compile', type=int, default=0, help='torch.compile the networks')
+    p.add_argument('--tick-kimg', type=float, default=tick_kimg, help='progress line every this many kimg')
+    p.add_argument('--snapshot-ticks', type=int, default=snapshot_ticks,
+                   help='checkpoint + grid + FID every this many ticks')
+    p.add_argument('--grid', type=int, default=64, help='images in the sample grids (fixed seeds)')
+    p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
+                   'cached) | none | a .npz from fid.py ref')
+    p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: fid.py calc 50k)')
+    p.add_argument('--inception', default=None, help='local Inception weights for FID (offline); else downloaded')
+    p.add_argument('--bench', action='store_true', help='time the training iteration on synthetic data and exit')
+    p.add_argument('--bench-steps', type=int, default=20)
+
+
+def run_main(args, body):
+    """Set up devices / DDP, run body(rank, world, device), turn expected errors into one clear line (exit 2)."""
+    rank, world, device = init_distributed(args.device)
+    try:
+        body(rank, world, device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def lr_ramp(opts_and_lrs, cur_nimg, rampup_kimg):
+    """Linear learning-rate warm-up over rampup_kimg (EDM); none if 0."""
+    ramp = min(cur_nimg / (rampup_kimg * 1000), 1) if rampup_kimg > 0 else 1
+    for opt, lr in opts_and_lrs:
+        for g in opt.param_groups:
+            g['lr'] = lr * ramp
+
+
+def check_finite(values, cur_nimg):
+    if not all(math.isfinite(v) for v in values.values()):
+        raise SystemExit(f'error: non-finite loss {values} at {cur_nimg / 1000:.1f} kimg; lower the learning rate '
+                         f'or use --precision fp32, and resume from the last checkpoint')
+
+
+def save_one_step_snapshot(outdir, state, sample, grid_seeds, done):
+    """Training checkpoint (everything needed to resume), a grid from fixed seeds, and at the end the light
+    generator.pt that fid.py calc reads (kind 'generator': EMA weights, config and σ_init only)."""
+    save_checkpoint(os.path.join(outdir, 'checkpoint.pt'), state)
+    save_grid(sample(grid_seeds), os.path.join(outdir, f'fakes_{state["cur_nimg"] // 1000:06d}.png'))
+    if done:
+        save_checkpoint(os.path.join(outdir, 'generator.pt'), {
+            k: state[k] for k in ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema')})
+
+
 def print0(*args, rank=0, **kwargs):
     if rank == 0:
         print(*args, **kwargs, flush=True)

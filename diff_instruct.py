@@ -15,7 +15,6 @@ Each iteration: fake-score step(s), then one generator step. Defaults follow the
 import argparse
 import copy
 import os
-import sys
 import time
 
 import torch
@@ -50,22 +49,7 @@ def parse_args(argv=None):
     p.add_argument('--ema-halflife-kimg', type=float, default=50, help='EMA half-life of G (ours)')
     p.add_argument('--ema-rampup', type=float, default=0.05, help='EMA ramp-up ratio (EDM)')
     p.add_argument('--total-kimg', type=float, default=50000, help='generator images to train on (ours)')
-    p.add_argument('--outdir', default='runs/diff_instruct')
-    p.add_argument('--resume', default=None, help='checkpoint to continue, or "auto" = <outdir>/checkpoint.pt')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default='auto')
-    p.add_argument('--precision', default='bf16', help='bf16 | fp16 | fp32 (CUDA; CPU runs fp32)')
-    p.add_argument('--tf32', type=int, default=1)
-    p.add_argument('--compile', type=int, default=0)
-    p.add_argument('--tick-kimg', type=float, default=10, help='progress line interval')
-    p.add_argument('--snapshot-ticks', type=int, default=10, help='checkpoint + grid + FID every this many ticks')
-    p.add_argument('--grid', type=int, default=64)
-    p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
-                   'cached) | none | a .npz from fid.py ref')
-    p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (final: fid.py calc 50k)')
-    p.add_argument('--inception', default=None, help='local Inception weights for FID (offline)')
-    p.add_argument('--bench', action='store_true', help='time one iteration on synthetic data and exit')
-    p.add_argument('--bench-steps', type=int, default=20)
+    common.add_runtime_args(p, outdir='runs/diff_instruct', tick_kimg=10, snapshot_ticks=10)
     p.add_argument('--preset', default='edm', help='network for --bench only (random weights)')
     args = p.parse_args(argv)
     if args.batch <= 0 or args.total_kimg <= 0 or args.fake_steps < 1 or args.sigma_init <= 0:
@@ -222,10 +206,7 @@ def train(args, rank, world, device):
 
     tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
     while True:
-        ramp = min(cur_nimg / (args.lr_rampup_kimg * 1000), 1) if args.lr_rampup_kimg > 0 else 1
-        for opt, lr in zip(opts, (args.lr, args.fake_lr)):
-            for g in opt.param_groups:
-                g['lr'] = lr * ramp
+        common.lr_ramp(zip(opts, (args.lr, args.fake_lr)), cur_nimg, args.lr_rampup_kimg)
         loss_fake, loss_G = iteration(args, nets, opts, scalers, autocast, batch, label_dim, device)
         cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))
@@ -234,13 +215,12 @@ def train(args, rank, world, device):
             continue
 
         common.sync(device)
-        losses = [common.all_reduce_mean(l, world).item() for l in (loss_fake, loss_G)]
-        if not all(map(lambda v: v == v and abs(v) != float('inf'), losses)):
-            raise SystemExit(f'error: non-finite loss {losses} at {cur_nimg / 1000:.1f} kimg; lower --lr or use '
-                             f'--precision fp32, and resume from the last checkpoint')
+        pixels = G.img_channels * G.img_resolution ** 2  # the fake-score loss is logged per pixel, as EDM does
+        losses = {'loss_fake': common.all_reduce_mean(loss_fake, world).item() / pixels,
+                  'loss_G': common.all_reduce_mean(loss_G, world).item()}
+        common.check_finite(losses, cur_nimg)
         dt = time.time() - tick_time
-        log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), 'loss_fake': losses[0] / x0_numel(G),
-             'loss_G': losses[1], 'img/s': (cur_nimg - tick_nimg) / dt,
+        log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), **losses, 'img/s': (cur_nimg - tick_nimg) / dt,
              'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg), 'mem_gb': round(common.peak_memory_gb(device), 2)})
         tick += 1
         if done or tick % args.snapshot_ticks == 0:
@@ -251,11 +231,7 @@ def train(args, rank, world, device):
                          'ema': G_ema.state_dict(), 'G': G.state_dict(), 'fake': fake.state_dict(),
                          'opt_G': opts[0].state_dict(), 'opt_fake': opts[1].state_dict(), 'rng': rngs,
                          'cur_nimg': cur_nimg}
-                common.save_checkpoint(os.path.join(args.outdir, 'checkpoint.pt'), state)
-                common.save_grid(sample(grid_seeds), os.path.join(args.outdir, f'fakes_{cur_nimg // 1000:06d}.png'))
-                if done:  # the light file for fid.py calc and for sharing
-                    common.save_checkpoint(os.path.join(args.outdir, 'generator.pt'), {
-                        k: state[k] for k in ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema')})
+                common.save_one_step_snapshot(args.outdir, state, sample, grid_seeds, done)
             if fid_ref:
                 value = fid.fid_in_loop(sample, args.fid_num, fid_ref, device, args.inception, rank, world)
                 log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
@@ -266,22 +242,10 @@ def train(args, rank, world, device):
             break
 
 
-def x0_numel(G):
-    """Pixels per image: the fake-score loss is logged per pixel, as EDM logs its loss."""
-    return G.img_channels * G.img_resolution ** 2
-
-
 def main(argv=None):
     args = parse_args(argv)
-    rank, world, device = common.init_distributed(args.device)
-    try:
-        bench(args, device) if args.bench else train(args, rank, world, device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if world > 1:
-            torch.distributed.destroy_process_group()
+    common.run_main(args, lambda rank, world, device: bench(args, device) if args.bench
+                    else train(args, rank, world, device))
 
 
 if __name__ == '__main__':

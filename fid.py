@@ -14,7 +14,6 @@ StyleGAN2-ADA report; `pytorch-fid` mode uses torch's half-pixel bilinear resize
 """
 import argparse
 import hashlib
-import math
 import os
 import sys
 import time

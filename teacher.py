@@ -17,7 +17,6 @@ Defaults are EDM's CIFAR-10 recipe (DDPM++, batch 512, Adam lr 1e-3 with a 10 Mi
 import argparse
 import copy
 import os
-import sys
 import time
 
 import torch
@@ -49,25 +48,9 @@ def parse_args(argv=None):
     p.add_argument('--P-mean', type=float, default=-1.2, help='mean of ln σ in training (EDM)')
     p.add_argument('--P-std', type=float, default=1.2, help='std of ln σ in training (EDM)')
     p.add_argument('--total-kimg', type=float, default=200000, help='training length (EDM: 200 Mimg)')
-    # Runtime
-    p.add_argument('--outdir', default='runs/teacher', help='checkpoint, grids and log.jsonl go here')
-    p.add_argument('--resume', default=None, help='checkpoint to continue from, or "auto" = <outdir>/checkpoint.pt')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default='auto', help='auto | cuda | cpu')
-    p.add_argument('--precision', default='bf16', help='bf16 (autocast) | fp16 (+ grad scaler) | fp32; CUDA only')
-    p.add_argument('--tf32', type=int, default=1, help='allow TF32 matmuls in fp32 parts')
-    p.add_argument('--compile', type=int, default=0, help='torch.compile the network')
-    p.add_argument('--tick-kimg', type=float, default=50, help='progress line every this many kimg (EDM)')
-    p.add_argument('--snapshot-ticks', type=int, default=50, help='checkpoint + grid every this many ticks')
-    p.add_argument('--grid', type=int, default=64, help='images in the sample grids')
-    p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
-                   'cached) | none | a .npz from fid.py ref')
-    p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: 50k)')
-    p.add_argument('--inception', default=None, help='Inception weights file (else downloaded; see fid.py)')
+    common.add_runtime_args(p, outdir='runs/teacher', tick_kimg=50, snapshot_ticks=50)  # EDM's intervals
     p.add_argument('--steps', type=int, default=18, help='Heun steps for grids, FID and --sample (EDM)')
     # Other modes
-    p.add_argument('--bench', action='store_true', help='time the training step on synthetic data and exit')
-    p.add_argument('--bench-steps', type=int, default=20)
     p.add_argument('--sample', type=int, default=0, help='write this many Heun samples from --ckpt and exit')
     p.add_argument('--ckpt', default=None, help='checkpoint for --sample (its EMA weights)')
     p.add_argument('--import-edm', default=None, help='official EDM .pkl (path, URL or short name) to import')
@@ -193,9 +176,7 @@ def train(args, rank, world, device):
         opt.zero_grad(set_to_none=True)
         # Mean over the local batch; DDP averages over ranks, so this is EDM's sum / global batch.
         (scaler.scale(loss.mean()) if scaler else loss.mean()).backward()
-        ramp = min(cur_nimg / (args.lr_rampup_kimg * 1000), 1) if args.lr_rampup_kimg > 0 else 1
-        for g in opt.param_groups:
-            g['lr'] = args.lr * ramp
+        common.lr_ramp([(opt, args.lr)], cur_nimg, args.lr_rampup_kimg)
         common.optimizer_step(opt, net.parameters(), scaler)
         cur_nimg += args.batch
         common.ema_update(ema, net, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))
@@ -207,9 +188,7 @@ def train(args, rank, world, device):
         common.sync(device)
         # Logged per pixel, as EDM's logs do (the loss itself is summed over pixels).
         loss_mean = common.all_reduce_mean(loss.detach().mean(), world).item() / x[0].numel()
-        if not torch.isfinite(torch.tensor(loss_mean)):
-            raise SystemExit(f'error: loss is {loss_mean} at {cur_nimg / 1000:.1f} kimg; lower --lr or use '
-                             f'--precision fp32, and resume from the last checkpoint')
+        common.check_finite({'loss': loss_mean}, cur_nimg)
         dt = time.time() - tick_time
         log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), 'loss': loss_mean, 'lr': opt.param_groups[0]['lr'],
              'img/s': (cur_nimg - tick_nimg) / dt, 'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg),
@@ -253,22 +232,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.import_edm:
         import edm_import
-        return edm_import.import_to_checkpoint(args.import_edm, os.path.join(args.outdir, 'checkpoint.pt'),
-                                               allow_download=not args.no_download)
-    rank, world, device = common.init_distributed(args.device)
-    try:
-        if args.bench:
-            bench(args, device)
-        elif args.sample:
-            save_samples(args, device)
-        else:
-            train(args, rank, world, device)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if world > 1:
-            torch.distributed.destroy_process_group()
+        return common.run_main(args, lambda *_: edm_import.import_to_checkpoint(
+            args.import_edm, os.path.join(args.outdir, 'checkpoint.pt'), allow_download=not args.no_download))
+    common.run_main(args, lambda rank, world, device: bench(args, device) if args.bench
+                    else save_samples(args, device) if args.sample else train(args, rank, world, device))
 
 
 if __name__ == '__main__':

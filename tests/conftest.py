@@ -37,6 +37,31 @@ def image_folder(tmp_path):
     return write_image_folder(str(tmp_path / 'images'))
 
 
+@pytest.fixture(scope='session')
+def tiny_teacher(tmp_path_factory):
+    """(image folder, teacher checkpoint): a tiny teacher trained for two steps by teacher.py itself."""
+    root = tmp_path_factory.mktemp('tiny_teacher')
+    data = write_image_folder(str(root / 'data'), n_per_class=6)
+    out = str(root / 'teacher')
+    r = run_script('teacher.py', '--dataset', data, '--preset', 'tiny', '--batch', '8', '--total-kimg', '0.016',
+                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--fid-ref', 'none',
+                   '--outdir', out)
+    assert r.returncode == 0, r.stderr
+    return data, os.path.join(out, 'checkpoint.pt')
+
+
+@pytest.fixture
+def tiny_detector(tmp_path):
+    """A tiny random-weight TorchScript feature network standing in for Inception (fid.py accepts any)."""
+    import torch
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 5, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten())
+    path = str(tmp_path / 'tiny_detector.pt')
+    torch.jit.save(torch.jit.script(net), path)
+    return path
+
+
 def run_script(*args, env=None, timeout=300):
     """Run a project script in a subprocess, as a user would; returns CompletedProcess (text)."""
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))

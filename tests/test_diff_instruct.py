@@ -9,7 +9,7 @@ import torch
 
 import common
 import diff_instruct
-from conftest import Gaussian1D, gauss_hermite_2d, run_script
+from conftest import Gaussian1D, gauss_hermite_2d, run_script, write_image_folder
 
 MU, S = 0.3, 0.8
 
@@ -101,19 +101,6 @@ def test_same_randomness_gives_teacher_and_fake_identical_dropout():
 
 # ---------------------------------------------------------------- end to end
 
-@pytest.fixture(scope='module')
-def tiny_teacher(tmp_path_factory):
-    root = tmp_path_factory.mktemp('di')
-    from conftest import write_image_folder
-    data = write_image_folder(str(root / 'data'), n_per_class=6)
-    out = str(root / 'teacher')
-    r = run_script('teacher.py', '--dataset', data, '--preset', 'tiny', '--batch', '8', '--total-kimg', '0.016',
-                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--fid-ref', 'none',
-                   '--outdir', out)
-    assert r.returncode == 0, r.stderr
-    return data, os.path.join(out, 'checkpoint.pt')
-
-
 DI = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', 'none']
 
 
@@ -173,7 +160,6 @@ def test_missing_or_mismatched_teacher_is_a_clear_error(tiny_teacher, tmp_path):
                    '--outdir', str(tmp_path / 'o'))
     assert r.returncode == 2 and 'label_dim' in r.stderr
     gray = os.path.join(str(tmp_path), 'gray')
-    from conftest import write_image_folder
     write_image_folder(gray, n_per_class=2, channels=1)
     r = run_script('diff_instruct.py', '--dataset', gray, '--teacher', teacher, *DI, '--outdir', str(tmp_path / 'o'))
     assert r.returncode == 2 and 'teacher makes 3x32' in r.stderr

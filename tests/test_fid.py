@@ -183,25 +183,6 @@ def test_metric_names_carry_the_sample_count():
 
 # ---------------------------------------------------------------- CLI and errors
 
-class TinyDetector(torch.nn.Module):
-    """A tiny random-weight feature network (TorchScript), standing in for Inception in CLI tests."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 6, 5, stride=4)
-
-    def forward(self, x):
-        return torch.relu(self.conv(x)).mean(dim=(2, 3))
-
-
-@pytest.fixture
-def tiny_detector(tmp_path):
-    torch.manual_seed(0)
-    path = str(tmp_path / 'tiny_detector.pt')
-    torch.jit.save(torch.jit.script(TinyDetector()), path)
-    return path
-
-
 def test_cli_ref_and_calc_end_to_end(tmp_path, tiny_detector):
     a = write_image_folder(str(tmp_path / 'a'), n_per_class=8, seed=0)
     b = write_image_folder(str(tmp_path / 'b'), n_per_class=8, seed=1, classes=('x', 'y', 'z'))

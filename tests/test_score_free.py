@@ -11,7 +11,7 @@ import torch
 import common
 import diff_instruct
 import score_free
-from conftest import Gaussian1D, gauss_hermite_2d, run_script, write_image_folder
+from conftest import Gaussian1D, gauss_hermite_2d, run_script
 
 F_OF_U = {  # D_f(p ‖ q) = E_q[f(p/q)]
     'rkl': lambda u: -np.log(u),
@@ -182,27 +182,12 @@ def test_classifier_reuses_teacher_encoder_names_and_weights():
 
 # ---------------------------------------------------------------- end to end
 
-@pytest.fixture(scope='module')
-def tiny_setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp('sf')
-    data = write_image_folder(str(root / 'data'), n_per_class=6)
-    out = str(root / 'teacher')
-    r = run_script('teacher.py', '--dataset', data, '--preset', 'tiny', '--batch', '8', '--total-kimg', '0.016',
-                   '--tick-kimg', '0.016', '--grid', '4', '--steps', '2', '--device', 'cpu', '--fid-ref', 'none',
-                   '--outdir', out)
-    assert r.returncode == 0, r.stderr
-    return data, os.path.join(out, 'checkpoint.pt')
-
-
 SF = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', 'none']
 
 
-def test_score_free_trains_resumes_and_computes_fid(tiny_setup, tmp_path):
-    data, teacher = tiny_setup
-    torch.manual_seed(0)
-    detector = str(tmp_path / 'det.pt')
-    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten(2),
-                                                        torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())), detector)
+def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector, tmp_path):
+    data, teacher = tiny_teacher
+    detector = tiny_detector
     ref = str(tmp_path / 'ref.npz')
     assert run_script('fid.py', 'ref', '--dataset', data, '--out', ref, '--inception', detector).returncode == 0
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
@@ -227,12 +212,9 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_setup, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith('fid6 '), r.stderr
 
 
-def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_setup, tmp_path):
-    data, teacher = tiny_setup
-    torch.manual_seed(0)
-    detector = str(tmp_path / 'det.pt')
-    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten(2),
-                                                        torch.nn.AdaptiveAvgPool1d(1), torch.nn.Flatten())), detector)
+def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_teacher, tiny_detector, tmp_path):
+    data, teacher = tiny_teacher
+    detector = tiny_detector
     cache = str(tmp_path / 'cache')
     args = ['score_free.py', '--dataset', data, '--teacher', teacher, *SF, '--total-kimg', '0.004', '--fid-ref',
             'auto', '--fid-num', '6', '--inception', detector, '--snapshot-ticks', '1']
@@ -246,8 +228,8 @@ def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_setup, tm
 
 
 @pytest.mark.parametrize('divergence,init', [('js', 'random'), ('hellinger', 'teacher')])
-def test_score_free_runs_other_members_and_random_classifier(tiny_setup, tmp_path, divergence, init):
-    data, teacher = tiny_setup
+def test_score_free_runs_other_members_and_random_classifier(tiny_teacher, tmp_path, divergence, init):
+    data, teacher = tiny_teacher
     r = run_script('score_free.py', '--dataset', data, '--teacher', teacher, *SF, '--total-kimg', '0.008',
                    '--divergence', divergence, '--cls-init', init, '--outdir', str(tmp_path / 'o'))
     assert r.returncode == 0, r.stderr
@@ -270,8 +252,8 @@ def test_score_free_bad_flags(args, message):
     assert r.returncode == 2 and message in r.stderr
 
 
-def test_score_free_missing_dataset_or_teacher(tiny_setup, tmp_path):
-    data, teacher = tiny_setup
+def test_score_free_missing_dataset_or_teacher(tiny_teacher, tmp_path):
+    data, teacher = tiny_teacher
     r = run_script('score_free.py', '--dataset', str(tmp_path / 'none'), '--teacher', teacher, *SF)
     assert r.returncode == 2 and 'not a known name' in r.stderr
     r = run_script('score_free.py', '--dataset', data, '--teacher', str(tmp_path / 'none.pt'), *SF)

@@ -2,7 +2,6 @@
 same run, --sample and --bench work, bad input gives clear errors, torchrun with two CPU processes runs."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
