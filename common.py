@@ -514,6 +514,12 @@ def maybe_compile(net, enabled):
     return torch.compile(net) if enabled else net
 
 
+def to_device(net, device):
+    """Move a network; on CUDA in channels_last layout, which convolutions prefer under bf16 autocast."""
+    net = net.to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == 'cuda' else net
+
+
 # ------------------------------------------------------------------------------------------------------
 # 4. Data: images as one uint8 tensor [N, C, H, W] in memory, labels as int64 [N] (or None)
 # ------------------------------------------------------------------------------------------------------
@@ -916,7 +922,7 @@ def load_teacher(spec, device, allow_download=True):
     ckpt = load_checkpoint(path, 'teacher')
     net = net_from_config(ckpt['net_config'])
     load_net_state(net, ckpt['ema'], path)
-    return net.to(device).eval().requires_grad_(False), path
+    return to_device(net, device).eval().requires_grad_(False), path
 
 
 def check_teacher_fits_data(teacher, data, cond):

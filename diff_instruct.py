@@ -136,7 +136,7 @@ def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device):
 def bench(args, device):
     """The real iteration on random weights of --preset (no teacher or data needed)."""
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
-    teacher = common.build_net(args.preset, 32, 3, 0, 0.13).to(device).eval().requires_grad_(False)
+    teacher = common.to_device(common.build_net(args.preset, 32, 3, 0, 0.13), device).eval().requires_grad_(False)
     G, fake = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher).requires_grad_(True)
     G_ema = copy.deepcopy(teacher)
     opts = [common.make_adam(n.parameters(), args.lr, args.betas, args.eps, device) for n in (G, fake)]
@@ -220,7 +220,8 @@ def train(args, rank, world, device):
                   'loss_G': common.all_reduce_mean(loss_G, world).item()}
         common.check_finite(losses, cur_nimg)
         dt = time.time() - tick_time
-        log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), **losses, 'img/s': (cur_nimg - tick_nimg) / dt,
+        log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3),
+             **losses, 'img/s': (cur_nimg - tick_nimg) / dt,
              'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg), 'mem_gb': round(common.peak_memory_gb(device), 2)})
         tick += 1
         if done or tick % args.snapshot_ticks == 0:

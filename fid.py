@@ -236,7 +236,8 @@ def load_inception(path=None, allow_download=True):
             digest = common.file_digest(path, 'sha256')
             if not digest.startswith(PYTORCH_FID_SHA256_PREFIX):
                 os.remove(path)
-                raise ValueError(f'downloaded Inception weights have sha256 {digest}, expected {PYTORCH_FID_SHA256_PREFIX}...')
+                raise ValueError(f'downloaded Inception weights have sha256 {digest}, expected '
+                                 f'{PYTORCH_FID_SHA256_PREFIX}...; the download is corrupt, try again')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Inception weights {path!r} not found')
     try:  # TorchScript archive? (NVIDIA's detector is one; torch marks jit as deprecated, hence the filter)

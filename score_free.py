@@ -201,7 +201,7 @@ def build_nets(teacher, args, device):
             if isinstance(m, common.UNetBlock):
                 m.dropout = args.dropout
     G.train()
-    cls = Classifier(teacher.config, args.cls_dropout).to(device)
+    cls = common.to_device(Classifier(teacher.config, args.cls_dropout), device)
     if args.cls_init == 'teacher':
         cls.load_teacher_encoder(teacher.state_dict())
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -223,7 +223,7 @@ class SyntheticReals:
 def bench(args, device):
     """The real iteration on random weights of --preset, at diff_instruct.py --bench's config and batch."""
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
-    teacher = common.build_net(args.preset, 32, 3, 0, 0.13).to(device).eval()
+    teacher = common.to_device(common.build_net(args.preset, 32, 3, 0, 0.13), device).eval()
     G, G_ema, cls, opts = build_nets(teacher, args, device)
     scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
     nets = (G, common.maybe_compile(G, args.compile), cls, common.maybe_compile(cls, args.compile))
@@ -305,7 +305,8 @@ def train(args, rank, world, device):
         values = dict(zip(('loss_cls', 'loss_G', 'acc_fake', 'acc_real'), common.all_reduce_mean(stats, world).tolist()))
         common.check_finite(values, cur_nimg)
         dt = time.time() - tick_time
-        log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), **values, 'img/s': (cur_nimg - tick_nimg) / dt,
+        log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3),
+             **values, 'img/s': (cur_nimg - tick_nimg) / dt,
              'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg), 'mem_gb': round(common.peak_memory_gb(device), 2)})
         tick += 1
         if done or tick % args.snapshot_ticks == 0:

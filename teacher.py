@@ -52,7 +52,8 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=int, default=18, help='Heun steps for grids, FID and --sample (EDM)')
     # Other modes
     p.add_argument('--sample', type=int, default=0, help='write this many Heun samples from --ckpt and exit')
-    p.add_argument('--ckpt', default=None, help='checkpoint for --sample (its EMA weights)')
+    p.add_argument('--ckpt', default=None, help='checkpoint for --sample')
+    p.add_argument('--weights', default='ema', choices=['ema', 'net'], help='--sample from the EMA (EDM) or raw weights')
     p.add_argument('--import-edm', default=None, help='official EDM .pkl (path, URL or short name) to import')
     args = p.parse_args(argv)
     if args.batch <= 0 or args.total_kimg <= 0 or args.tick_kimg <= 0:
@@ -77,7 +78,7 @@ def save_samples(args, device):
     from PIL import Image
     ckpt = common.load_checkpoint(args.ckpt, 'teacher')
     net = common.net_from_config(ckpt['net_config']).to(device).eval()
-    net.load_state_dict(ckpt['ema'])
+    net.load_state_dict(ckpt[args.weights])
     os.makedirs(args.outdir, exist_ok=True)
     grid = []
     for start in range(0, args.sample, 256):
@@ -94,9 +95,7 @@ def save_samples(args, device):
 def bench(args, device):
     """img/s, ms/step, peak memory and MFU of the real training step (forward, backward, Adam, EMA)."""
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
-    net = common.build_net(args.preset, 32, 3, 10 if args.cond else 0, args.dropout).to(device).train()
-    if device.type == 'cuda':
-        net = net.to(memory_format=torch.channels_last)
+    net = common.to_device(common.build_net(args.preset, 32, 3, 10 if args.cond else 0, args.dropout), device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = common.make_adam(net.parameters(), args.lr, args.betas, args.eps, device)
     model = common.maybe_compile(net, args.compile)
@@ -155,8 +154,7 @@ def train(args, rank, world, device):
         common.set_rng_state(ckpt['rng'][rank] if rank < len(ckpt['rng']) else ckpt['rng'][0])
         cur_nimg = ckpt['cur_nimg']
         common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
-    if device.type == 'cuda':
-        net = net.to(memory_format=torch.channels_last)
+    net = common.to_device(net, device)
     model = common.ddp_wrap(common.maybe_compile(net, args.compile), device, world)
     common.print0(f'net: {args.preset}  {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params  '
                   f'label_dim {label_dim}  world {world}  device {device}', rank=rank)
@@ -190,7 +188,8 @@ def train(args, rank, world, device):
         loss_mean = common.all_reduce_mean(loss.detach().mean(), world).item() / x[0].numel()
         common.check_finite({'loss': loss_mean}, cur_nimg)
         dt = time.time() - tick_time
-        log({'tick': tick, 'kimg': round(cur_nimg / 1000, 3), 'loss': loss_mean, 'lr': opt.param_groups[0]['lr'],
+        log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3),
+             'loss': loss_mean, 'lr': opt.param_groups[0]['lr'],
              'img/s': (cur_nimg - tick_nimg) / dt, 'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg),
              'mem_gb': round(common.peak_memory_gb(device), 2)})
         tick += 1
