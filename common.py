@@ -706,9 +706,9 @@ class BatchSampler:
     scaled to [−1, 1]. Each DDP rank draws from its own stream."""
 
     def __init__(self, data, batch, device, seed=0, rank=0, xflip=False):
-        self.data, self.batch, self.device, self.xflip = data, batch, device, xflip
+        self.data, self.batch, self.device, self.xflip = data, batch, torch.device(device), xflip
         self.gen = torch.Generator().manual_seed(seed * 1000003 + rank)
-        self.images = data.images.to(device) if device.type == 'cuda' else data.images
+        self.images = data.images.to(device) if self.device.type == 'cuda' else data.images
 
     def __next__(self):
         idx = torch.randint(len(self.data), (self.batch,), generator=self.gen)

@@ -153,7 +153,9 @@ def bench(args, device):
     common.run_bench('diff_instruct', step, args, device, flops, sum(p.numel() for p in G.parameters()))
 
 
-def train(args, rank, world, device):
+def train(args, rank, world, device, init_generator=None):
+    """init_generator(G, teacher, data, device), if given, re-initialises G in place before training (used by
+    scratch_init.py for the initialisation study); by default G starts as the teacher."""
     torch.manual_seed(args.seed * world + rank)
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
     scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
@@ -174,7 +176,9 @@ def train(args, rank, world, device):
     # Generator, fake score and the generator's EMA all start as copies of the teacher (EMA weights).
     G = copy.deepcopy(teacher).requires_grad_(True)
     fake = copy.deepcopy(teacher).requires_grad_(True)
-    G_ema = copy.deepcopy(teacher).eval()
+    if init_generator is not None and not args.resume:
+        init_generator(G, teacher, data, device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opts = [common.make_adam(G.parameters(), args.lr, args.betas, args.eps, device),
             common.make_adam(fake.parameters(), args.fake_lr, args.betas, args.eps, device)]
     cur_nimg = 0

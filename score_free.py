@@ -241,7 +241,9 @@ def bench(args, device):
     common.run_bench('score_free', step, args, device, flops, sum(p.numel() for p in G.parameters()))
 
 
-def train(args, rank, world, device):
+def train(args, rank, world, device, init_generator=None):
+    """init_generator(G, teacher, data, device), if given, re-initialises G in place before training (used by
+    scratch_init.py for the initialisation study); by default G starts as the teacher."""
     torch.manual_seed(args.seed * world + rank)
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
     scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
@@ -260,6 +262,9 @@ def train(args, rank, world, device):
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
     label_dim = teacher.label_dim
     G, G_ema, cls, opts = build_nets(teacher, args, device)
+    if init_generator is not None and not args.resume:
+        init_generator(G, teacher, data, device)
+        G_ema.load_state_dict(G.state_dict())
     del teacher  # from here on the teacher is not used: no teacher forward pass, no score network
     cur_nimg = 0
     resume = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
