@@ -101,9 +101,16 @@ def set_dropout(net, p):
 # Training
 # ------------------------------------------------------------------------------------------------------
 
+def wrap_nets(G, fake, teacher, args, device, world):
+    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets."""
+    fake_c, teacher_c = common.maybe_compile(fake, args.compile), common.maybe_compile(teacher, args.compile)
+    return (G, common.ddp_wrap(common.maybe_compile(G, args.compile), device, world),
+            fake, fake_c, common.ddp_wrap(fake_c, device, world), teacher, teacher_c)
+
+
 def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device):
     """One Diff-Instruct iteration: args.fake_steps fake-score steps, then one generator step."""
-    G, G_train, fake, fake_train, teacher = nets
+    G, G_train, fake, fake_c, fake_train, teacher, teacher_c = nets
     official = args.dropout_mode == 'official'
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     for _ in range(args.fake_steps):
@@ -125,7 +132,7 @@ def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device):
     with autocast():
         x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        loss_G = generator_loss(teacher, fake, x0, sigma, torch.randn_like(x0), labels).mean()
+        loss_G = generator_loss(teacher_c, fake_c, x0, sigma, torch.randn_like(x0), labels).mean()
     teacher.eval()
     opts[0].zero_grad(set_to_none=True)
     (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
@@ -141,7 +148,7 @@ def bench(args, device):
     G_ema = copy.deepcopy(teacher)
     opts = [common.make_adam(n.parameters(), args.lr, args.betas, args.eps, device) for n in (G, fake)]
     scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
-    nets = (G, common.maybe_compile(G, args.compile), fake, common.maybe_compile(fake, args.compile), teacher)
+    nets = wrap_nets(G, fake, teacher, args, device, 1)
 
     def step():
         iteration(args, nets, opts, scalers, autocast, args.batch, 0, device)
@@ -196,9 +203,7 @@ def train(args, rank, world, device, init_generator=None):
         common.set_rng_state(common.pick_rank_state(ckpt['rng'], rank))
         cur_nimg = ckpt['cur_nimg']
         common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
-    G_train = common.ddp_wrap(common.maybe_compile(G, args.compile), device, world)
-    fake_train = common.ddp_wrap(common.maybe_compile(fake, args.compile), device, world)
-    nets = (G, G_train, fake, fake_train, teacher)
+    nets = wrap_nets(G, fake, teacher, args, device, world)
     common.print0(f'diff_instruct: teacher {teacher_path}  {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M '
                   f'params per net  σ_init {args.sigma_init}  world {world}  device {device}', rank=rank)
 

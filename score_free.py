@@ -102,9 +102,11 @@ def sigma_weight(sigma, kind):
 
 def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None):
     """Binary cross-entropy, generated = 1, real = 0, both noised with the same σ; per pair of images.
+    One forward pass over the concatenated batch (what DDP expects: one forward per backward).
     Also returns the accuracy on each side (logit > 0 means 'generated')."""
-    c_fake = classifier(fake.detach() + sigma * torch.randn_like(fake), sigma, labels_fake)
-    c_real = classifier(real + sigma * torch.randn_like(real), sigma, labels_real)
+    x = torch.cat([fake.detach() + sigma * torch.randn_like(fake), real + sigma * torch.randn_like(real)])
+    labels = None if labels_fake is None else torch.cat([labels_fake, labels_real])
+    c_fake, c_real = classifier(x, torch.cat([sigma, sigma]), labels).chunk(2)
     loss = F.softplus(-c_fake) + F.softplus(c_real)  # = −log σ(c_fake) − log(1 − σ(c_real))
     return loss, (c_fake > 0).float().mean(), (c_real < 0).float().mean()
 
@@ -164,15 +166,24 @@ class Classifier(nn.Module):
 # Training
 # ------------------------------------------------------------------------------------------------------
 
+def wrap_nets(G, cls, args, device, world):
+    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets."""
+    cls_c = common.maybe_compile(cls, args.compile)
+    return (G, common.ddp_wrap(common.maybe_compile(G, args.compile), device, world),
+            cls, cls_c, common.ddp_wrap(cls_c, device, world))
+
+
 def iteration(args, nets, opts, scalers, autocast, reals, batch, label_dim, device):
     """One score-free iteration: args.cls_steps classifier steps, then one generator step."""
-    G, G_train, cls, cls_train = nets
+    G, G_train, cls, cls_c, cls_train = nets
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     for _ in range(args.cls_steps):
         real, real_labels = next(reals)
         labels = real_labels if label_dim else None  # generate the same classes as the real batch
         with torch.no_grad(), autocast():
+            G.eval()  # samples for the classifier without dropout, as Diff-Instruct's fake-score step
             fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
+            G.train()
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
         cls.requires_grad_(True)
         with autocast():
@@ -187,7 +198,7 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, label_dim, devi
     with autocast():
         x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        loss_G = generator_loss(cls, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, labels).mean()
+        loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, labels).mean()
     opts[0].zero_grad(set_to_none=True)
     (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
     common.optimizer_step(opts[0], G.parameters(), scalers[0])
@@ -226,7 +237,7 @@ def bench(args, device):
     teacher = common.to_device(common.build_net(args.preset, 32, 3, 0, 0.13), device).eval()
     G, G_ema, cls, opts = build_nets(teacher, args, device)
     scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
-    nets = (G, common.maybe_compile(G, args.compile), cls, common.maybe_compile(cls, args.compile))
+    nets = wrap_nets(G, cls, args, device, 1)
     reals = SyntheticReals(args.batch, device)
 
     def step():
@@ -282,9 +293,7 @@ def train(args, rank, world, device, init_generator=None):
         common.set_rng_state(common.pick_rank_state(ckpt['rng'], rank))
         cur_nimg = ckpt['cur_nimg']
         common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
-    G_train = common.ddp_wrap(common.maybe_compile(G, args.compile), device, world)
-    cls_train = common.ddp_wrap(common.maybe_compile(cls, args.compile), device, world)
-    nets = (G, G_train, cls, cls_train)
+    nets = wrap_nets(G, cls, args, device, world)
     common.print0(f'score_free: divergence {args.divergence}  teacher {teacher_path} (init only)  G '
                   f'{sum(p.numel() for p in G.parameters()) / 1e6:.2f}M  classifier '
                   f'{sum(p.numel() for p in cls.parameters()) / 1e6:.2f}M ({args.cls_init} init)  '

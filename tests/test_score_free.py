@@ -258,3 +258,33 @@ def test_score_free_missing_dataset_or_teacher(tiny_teacher, tmp_path):
     assert r.returncode == 2 and 'not a known name' in r.stderr
     r = run_script('score_free.py', '--dataset', data, '--teacher', str(tmp_path / 'none.pt'), *SF)
     assert r.returncode == 2 and 'no such file' in r.stderr
+
+
+def test_classifier_loss_is_bce_with_generated_as_one():
+    """On fixed logits: loss = −log sigmoid(c_fake) − log(1 − sigmoid(c_real)), accuracies by sign."""
+    logits = {0.7: 2.0, -0.3: -1.0, 0.2: -0.5, 0.9: 0.4}  # input value -> logit
+    clf = lambda x, sigma, labels=None: torch.tensor([logits[round(v, 1)] for v in x.flatten().tolist()])
+    fake, real = torch.tensor([0.7, 0.2]).reshape(2, 1, 1, 1), torch.tensor([-0.3, 0.9]).reshape(2, 1, 1, 1)
+    loss, acc_fake, acc_real = score_free.classifier_loss(clf, fake, real, torch.zeros(2, 1, 1, 1))
+    sig = torch.sigmoid
+    expected = torch.stack([-sig(torch.tensor(2.0)).log() - (1 - sig(torch.tensor(-1.0))).log(),
+                            -sig(torch.tensor(-0.5)).log() - (1 - sig(torch.tensor(0.4))).log()])
+    torch.testing.assert_close(loss, expected)
+    assert acc_fake.item() == 0.5 and acc_real.item() == 0.5
+
+
+@pytest.mark.parametrize('script', ['score_free.py', 'diff_instruct.py'])
+def test_one_step_trainers_run_under_torchrun_with_two_cpu_processes(tiny_teacher, tmp_path, script):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    data, teacher = tiny_teacher
+    out = str(tmp_path / 'ddp')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                        script, '--dataset', data, '--teacher', teacher, *SF, '--total-kimg', '0.008',
+                        '--outdir', out], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'world 2' in r.stdout
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'generator')
+    assert len(ck['rng']) == 2 and ck['cur_nimg'] == 8
