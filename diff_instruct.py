@@ -192,8 +192,8 @@ def train(args, rank, world, device, init_generator=None):
     resume = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
-        common.check_resume_config(ckpt['config'], vars(args), ['dataset', 'cond', 'sigma_init', 'batch',
-                                                                'fake_steps', 'dropout_mode', 'seed'])
+        same_run = ['dataset', 'teacher', 'cond', 'sigma_init', 'batch', 'fake_steps', 'dropout_mode', 'seed']
+        common.check_resume_config(ckpt['config'], vars(args), same_run)
         if ckpt.get('method') != 'diff_instruct' or 'fake' not in ckpt:
             raise ValueError(f'{resume!r} is not a Diff-Instruct training checkpoint')
         for net, key in ((G, 'G'), (fake, 'fake'), (G_ema, 'ema')):

@@ -260,11 +260,12 @@ def import_to_checkpoint(source, out, allow_download=True):
 
 def teacher_checkpoint(spec, allow_download=True):
     """What the one-step trainers accept as --teacher: our checkpoint, an EDM .pkl, a URL or a short name.
-    EDM pickles are imported once into the cache and reused."""
+    EDM pickles are imported once into the cache (named by their sha256) and reused."""
     if os.path.isfile(spec) and not spec.endswith('.pkl'):
         return spec
-    name = os.path.splitext(os.path.basename(spec if os.path.isfile(spec) else SHORT_NAMES.get(spec, spec)))[0]
-    out = os.path.join(CACHE_DIR, f'{name}-imported.pt')
+    path = resolve_source(spec, allow_download)
+    digest = common.file_digest(path, 'sha256')
+    out = os.path.join(CACHE_DIR, f'{os.path.splitext(os.path.basename(path))[0]}-{digest[:12]}-imported.pt')
     if not os.path.isfile(out):
-        import_to_checkpoint(spec, out, allow_download)
+        import_to_checkpoint(path, out, allow_download)
     return out

@@ -281,8 +281,9 @@ def train(args, rank, world, device, init_generator=None):
     resume = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
-        common.check_resume_config(ckpt['config'], vars(args), ['dataset', 'cond', 'divergence', 'sigma_init',
-                                                                'weight', 'batch', 'cls_steps', 'seed', 'xflip'])
+        same_run = ['dataset', 'teacher', 'cond', 'divergence', 'sigma_init', 'weight', 'batch', 'cls_steps', 'seed',
+                    'xflip']
+        common.check_resume_config(ckpt['config'], vars(args), same_run)
         if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
             raise ValueError(f'{resume!r} is not a score-free training checkpoint')
         for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):

@@ -188,3 +188,17 @@ def test_short_name_without_network_names_url_and_offline_flag(tmp_path, monkeyp
         edm_import.resolve_source('edm-cifar10-cond')
     with pytest.raises(FileNotFoundError, match='known name'):
         edm_import.resolve_source('edm-imagenet')
+
+
+def test_teacher_option_imports_a_pkl_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(edm_import, 'CACHE_DIR', str(tmp_path / 'cache'))
+    net = tiny_reference()
+    pkl = str(tmp_path / 'edm.pkl')
+    write_edm_pickle(pkl, net, tiny_edm_kwargs())
+    first = edm_import.teacher_checkpoint(pkl)
+    assert first.startswith(str(tmp_path / 'cache')) and first.endswith('-imported.pt')
+    mtime = os.path.getmtime(first)
+    assert edm_import.teacher_checkpoint(pkl) == first and os.path.getmtime(first) == mtime  # reused
+    teacher, path = common.load_teacher(pkl, torch.device('cpu'))
+    assert path == first and torch.equal(teacher.state_dict()['model.map_layer0.weight'],
+                                         net.state_dict()['model.map_layer0.weight'])
