@@ -5,8 +5,10 @@ Contents, in reading order:
      the official EDM checkpoints (same module names, shapes and forward function);
   2. EDM's training loss, EDM's Heun sampler, per-seed latents and the one-step generator G(z);
   3. runtime: device / DDP set-up, mixed precision, EMA, optimizer, FLOP counting;
-  4. data: CIFAR-10 (official archive, md5-checked), image folders / zips, Fashion-MNIST idx files;
-  5. checkpoints (atomic, config-checked), restricted unpickling, image grids and the progress log.
+  4. data: CIFAR-10 (official archive, md5-checked, unpickled with an allow-list), image folders / zips,
+     Fashion-MNIST idx files, and the in-memory batch sampler;
+  5. checkpoints (atomic, config-checked), RNG state, image grids and the progress log;
+  6. what the one-step trainers share: teacher loading, one-step sampling for FID, snapshots, runtime flags.
 
 References: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM),
 and its code (NVlabs/edm, training/networks.py, training/loss.py, generate.py). Written from the paper and
@@ -734,13 +736,6 @@ def random_labels(batch, num_classes, device):
 # ------------------------------------------------------------------------------------------------------
 # 5. Checkpoints, RNG state, grids, logging
 # ------------------------------------------------------------------------------------------------------
-
-def unwrap(net):
-    """The plain module under DDP and torch.compile wrappers."""
-    while hasattr(net, 'module') or hasattr(net, '_orig_mod'):
-        net = getattr(net, 'module', None) or getattr(net, '_orig_mod')
-    return net
-
 
 def save_checkpoint(path, state):
     """Write atomically: to a temporary file in the same folder, then rename (a crash never leaves half a file)."""

@@ -28,6 +28,13 @@ def test_real_weights_reproduce_golden_features():
         f = net(golden_inputs())
     golden = [([0.011310, 0.287435, 0.0, 0.231381, 0.313526], 631.571167, 25.827152, 4.039130, 793),
               ([0.369719, 0.005412, 0.001041, 0.0, 0.257429], 612.173950, 22.331863, 2.845486, 860)]
+    # ... and NVIDIA's TorchScript module itself, run on the same inputs, agrees with our re-implementation.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        scripted = torch.jit.load(shared_file('fid', 'inception-2015-12-05.pt'), map_location='cpu')
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(golden_inputs()).reshape(2, -1), f, atol=1e-5, rtol=0)
     for feats, (first, total, norm, peak, argmax) in zip(f, golden):
         np.testing.assert_allclose(feats[:5].numpy(), first, atol=1e-4)
         assert feats.sum().item() == pytest.approx(total, abs=5e-3)
