@@ -8,7 +8,7 @@ Contents, in reading order:
   4. data: CIFAR-10 (official archive, md5-checked, unpickled with an allow-list), image folders / zips,
      Fashion-MNIST idx files, and the in-memory batch sampler;
   5. checkpoints (atomic, config-checked), RNG state, image grids and the progress log;
-  6. what the one-step trainers share: teacher loading, one-step sampling for FID, snapshots, runtime flags.
+  6. what the one-step trainers share: teacher checks, one-step sampling for FID, snapshots, runtime flags.
 
 References: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM),
 and its code (NVlabs/edm, training/networks.py, training/loss.py, generate.py). Written from the paper and
@@ -198,8 +198,12 @@ class SongUNet(nn.Module):
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(*emb.shape)  # [cos, sin] -> [sin, cos]
         if self.map_label is not None:
             emb = emb + self.map_label(class_labels * math.sqrt(self.map_label.in_features))
-        if self.map_augment is not None and augment_labels is not None:
-            emb = emb + self.map_augment(augment_labels)
+        if self.map_augment is not None:
+            # No augmentation = all-zero augment labels (as official Diff-Instruct passes them): the same output
+            # as skipping map_augment, but its weight gets a (zero) gradient, which DDP needs at every step.
+            if augment_labels is None:
+                augment_labels = torch.zeros([emb.shape[0], self.map_augment.in_features], device=emb.device)
+            emb = emb + self.map_augment(augment_labels.to(emb.dtype))
         return F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))
 
     def encode(self, x, emb):
@@ -567,14 +571,58 @@ def file_digest(path, algo='md5'):
 
 
 def download(url, path):
-    """Download to path atomically (a partial download never looks complete)."""
+    """Download to path atomically (a partial download never looks complete; the temporary name is unique per
+    process, so two machines sharing a file system never write into the same partial file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.part'
+    tmp = f'{path}.part{os.getpid()}'
     print(f'downloading {url} -> {path}', file=sys.stderr)
-    with urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
-        while chunk := r.read(1 << 20):
-            f.write(chunk)
-    os.replace(tmp, path)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, 'wb') as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def on_local_rank0(fn):
+    """Run fn() on one process per machine (LOCAL_RANK 0: downloads, imports into the cache) while the other
+    processes wait. An error there is raised on every process as one line, so none waits for a file that
+    will not come. Without torchrun this is just fn()."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return fn()
+    error = None
+    if int(os.environ.get('LOCAL_RANK', '0')) == 0:
+        try:
+            fn()
+        except (OSError, ValueError, pickle.UnpicklingError) as e:
+            error = (isinstance(e, FileNotFoundError), str(e))
+    errors = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(errors, error)  # also the barrier
+    error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise (FileNotFoundError if error[0] else ValueError)(error[1])
+
+
+def fetch(url, path, what, offline, allow_download=True, check=None):
+    """Make sure `path` exists, downloading `url` once per machine if needed; check(path) may refuse the
+    download (corrupt file). Every failure is one line: what was missing, from where, and the offline route."""
+    def get():
+        if os.path.isfile(path):
+            return
+        if not allow_download:
+            raise FileNotFoundError(f'{what} is not at {path} and downloads are disabled (it comes from {url}); '
+                                    f'offline: {offline}')
+        try:
+            download(url, path)
+        except (OSError, ValueError) as e:  # no network (URLError), HTTP error, time-out, disk full, bad URL
+            raise FileNotFoundError(f'could not download {what} from {url} ({getattr(e, "reason", e)}); '
+                                    f'offline: {offline}') from None
+        if check is not None:
+            check(path)
+    on_local_rank0(get)
+    return path
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -591,13 +639,9 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 def load_cifar10(data_dir, split='train', allow_download=True):
     """The official python archive: 5 training batches (50 000) and one test batch (10 000), each a pickle of
     {'data': uint8 [N, 3072] in R-plane, G-plane, B-plane order, 'labels': [N]}."""
-    path = os.path.join(data_dir, 'cifar-10-python.tar.gz')
-    if not os.path.isfile(path):
-        if not allow_download:
-            raise FileNotFoundError(f'{path} not found and downloads are disabled (--no-download). Download '
-                                    f'{CIFAR10_URL} into {data_dir}, or pass --data-dir pointing at a folder '
-                                    f'that holds cifar-10-python.tar.gz')
-        download(CIFAR10_URL, path)
+    path = fetch(CIFAR10_URL, os.path.join(data_dir, 'cifar-10-python.tar.gz'), 'CIFAR-10', f'put the archive in {data_dir} '
+                 f'(or pass --data-dir) and add --no-download',
+                 allow_download)
     md5 = file_digest(path, 'md5')
     if md5 != CIFAR10_MD5:
         raise ValueError(f'{path} has md5 {md5}, expected {CIFAR10_MD5}: the file is corrupt or not the '
@@ -862,7 +906,7 @@ def run_main(args, body):
     rank, world, device = init_distributed(args.device)
     try:
         body(rank, world, device)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
     finally:
@@ -900,25 +944,8 @@ def print0(*args, rank=0, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------------------
-# 6. One-step trainers (Diff-Instruct, score-free): teacher loading, samples, snapshots
+# 6. One-step trainers (Diff-Instruct, score-free): teacher checks, samples, snapshots
 # ------------------------------------------------------------------------------------------------------
-
-def load_teacher(spec, device, allow_download=True):
-    """The teacher's EMA network, frozen, from our checkpoint, an EDM .pkl, a URL or a short name such as
-    edm-cifar10-uncond (imported once; see edm_import.py). Returns (net, checkpoint path)."""
-    import edm_import
-    if not spec:
-        raise FileNotFoundError('--teacher is required: a teacher.py checkpoint, an EDM .pkl or a short name '
-                                f'({", ".join(edm_import.SHORT_NAMES)})')
-    if not os.path.exists(spec) and spec not in edm_import.SHORT_NAMES and not spec.startswith('http'):
-        raise FileNotFoundError(f'--teacher {spec!r}: no such file and not a known name '
-                                f'({", ".join(edm_import.SHORT_NAMES)})')
-    path = edm_import.teacher_checkpoint(spec, allow_download)
-    ckpt = load_checkpoint(path, 'teacher')
-    net = net_from_config(ckpt['net_config'])
-    load_net_state(net, ckpt['ema'], path)
-    return to_device(net, device).eval().requires_grad_(False), path
-
 
 def check_teacher_fits_data(teacher, data, cond):
     if (teacher.img_resolution, teacher.img_channels) != (data.resolution, data.channels):

@@ -20,6 +20,7 @@ import time
 import torch
 
 import common
+import edm_import
 import fid
 
 
@@ -174,7 +175,7 @@ def train(args, rank, world, device, init_generator=None):
         os.makedirs(args.outdir, exist_ok=True)
 
     data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
-    teacher, teacher_path = common.load_teacher(args.teacher, device, not args.no_download)
+    teacher, teacher_path = edm_import.load_teacher(args.teacher, device, not args.no_download)
     common.check_teacher_fits_data(teacher, data, args.cond)
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
     label_dim = teacher.label_dim

@@ -15,6 +15,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import struct
 import sys
 
@@ -108,6 +109,34 @@ def rebuild_from_type(func, new_type, args, state):
     return func(*args)
 
 
+class NumpyDtype:
+    """Stand-in for numpy.dtype(name, align, copy) as pickled: only plain numeric dtypes ('f8', '<i4', ...).
+    EDM's pickles need it for one reason: `UNetBlock.skip_scale = np.sqrt(0.5)` is a numpy float64."""
+
+    def __init__(self, name, align=False, copy=False):
+        import numpy as np
+        if not isinstance(name, str) or not re.fullmatch(r'[<>|=]?[biufc]\d{1,2}', name):
+            raise pickle.UnpicklingError(f'refusing numpy dtype {name!r}: only numeric scalars are expected')
+        self.dtype = np.dtype(name)
+
+    def __setstate__(self, state):
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags): plain scalars only.
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in '<>|=' or any(
+                s is not None for s in state[2:5]):
+            raise pickle.UnpicklingError(f'refusing numpy dtype state {state!r}')
+        if state[1] in '<>':
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def numpy_scalar(dtype, data):
+    """Stand-in for numpy.core.multiarray.scalar(dtype, bytes): a numeric value from its raw bytes.
+    (An object-dtype scalar carries a Python object instead of bytes; it never gets here.)"""
+    import numpy as np
+    if not isinstance(dtype, NumpyDtype) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError('refusing a numpy scalar that is not a plain number')
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
 def reconstructor(cls, base, state=None):
     """copyreg._reconstructor, restricted to our stand-ins."""
     if cls not in (StateHolder, EasyDict) or base not in (object, dict):
@@ -133,6 +162,9 @@ ALLOWED_GLOBALS = {
     ('torch.nn.modules.container', 'ModuleList'): StateHolder,
     ('torch.nn.modules.container', 'Sequential'): StateHolder,
     ('dnnlib.util', 'EasyDict'): EasyDict,
+    ('numpy', 'dtype'): NumpyDtype,                              # numpy scalars, e.g. skip_scale = np.sqrt(0.5):
+    ('numpy.core.multiarray', 'scalar'): numpy_scalar,          # as pickled by numpy 1.x (the official files)
+    ('numpy._core.multiarray', 'scalar'): numpy_scalar,         # and by numpy 2.x
     **{('torch', name): dtype for name, dtype in STORAGE_DTYPES.items()},
 }
 
@@ -191,7 +223,20 @@ def read_edm_pickle(path):
     args = ema.state.get('_init_args') or ()
     for name, value in zip(['img_resolution', 'img_channels', 'label_dim'], args):
         kwargs[name] = value
+    check_skip_scales(ema)
     return kwargs, collect_tensors(ema)
+
+
+def check_skip_scales(obj):
+    """Every UNetBlock of DDPM++ scales its residual sum by √½ (the numpy scalar in the pickle); ours does too."""
+    state = module_state(obj)
+    if isinstance(obj, PersistentObject) and obj.class_name == 'UNetBlock':
+        if abs(float(state.get('skip_scale', 0)) - 0.5 ** 0.5) > 1e-12:
+            raise ValueError(f'EDM network has a UNetBlock with skip_scale {state.get("skip_scale")!r}; '
+                             f'only √½ (DDPM++) is supported')
+    for child in (state.get('_modules') or {}).values():
+        if child is not None:
+            check_skip_scales(child)
 
 
 def edm_config(kwargs):
@@ -216,7 +261,7 @@ def edm_config(kwargs):
 
 
 def resolve_source(source, allow_download=True):
-    """A short name, URL or path -> a local .pkl path (downloads go to a cache; sha256 printed and kept)."""
+    """A short name, URL or path -> a local .pkl path (downloads go to a cache, once per machine)."""
     if os.path.isfile(source):
         return source
     if source in SHORT_NAMES:
@@ -226,16 +271,8 @@ def resolve_source(source, allow_download=True):
     else:
         raise FileNotFoundError(f'{source!r} is not a file, a URL or a known name ({", ".join(SHORT_NAMES)})')
     path = os.path.join(CACHE_DIR, os.path.basename(url))
-    if not os.path.isfile(path):
-        if not allow_download:
-            raise FileNotFoundError(f'{source!r} is not cached at {path} and downloads are disabled; download '
-                                    f'{url} on a machine with network and pass its path instead of the short name')
-        try:
-            common.download(url, path)
-        except OSError as e:
-            raise FileNotFoundError(f'could not download {url} ({e}); download it elsewhere and pass its path, '
-                                    f'or use --no-download with a local file') from None
-    return path
+    return common.fetch(url, path, f'the EDM network {source!r}', f'pass the downloaded .pkl itself (--teacher '
+                        f'path/to/{os.path.basename(url)}), or put it at {path}', allow_download)
 
 
 def import_edm(source, allow_download=True):
@@ -260,12 +297,26 @@ def import_to_checkpoint(source, out, allow_download=True):
 
 def teacher_checkpoint(spec, allow_download=True):
     """What the one-step trainers accept as --teacher: our checkpoint, an EDM .pkl, a URL or a short name.
-    EDM pickles are imported once into the cache (named by their sha256) and reused."""
+    EDM pickles are imported once into the cache (named by their sha256; one process per machine) and reused."""
     if os.path.isfile(spec) and not spec.endswith('.pkl'):
         return spec
     path = resolve_source(spec, allow_download)
     digest = common.file_digest(path, 'sha256')
     out = os.path.join(CACHE_DIR, f'{os.path.splitext(os.path.basename(path))[0]}-{digest[:12]}-imported.pt')
-    if not os.path.isfile(out):
-        import_to_checkpoint(path, out, allow_download)
+    common.on_local_rank0(lambda: os.path.isfile(out) or import_to_checkpoint(path, out))
     return out
+
+
+def load_teacher(spec, device, allow_download=True):
+    """The teacher's EMA network, frozen, from our checkpoint, an EDM .pkl, a URL or a short name such as
+    edm-cifar10-uncond (imported once). Returns (net, checkpoint path)."""
+    if not spec:
+        raise FileNotFoundError('--teacher is required: a teacher.py checkpoint, an EDM .pkl or a short name '
+                                f'({", ".join(SHORT_NAMES)})')
+    if not os.path.exists(spec) and spec not in SHORT_NAMES and not spec.startswith(('http://', 'https://')):
+        raise FileNotFoundError(f'--teacher {spec!r}: no such file and not a known name ({", ".join(SHORT_NAMES)})')
+    path = teacher_checkpoint(spec, allow_download)
+    ckpt = common.load_checkpoint(path, 'teacher')
+    net = common.net_from_config(ckpt['net_config'])
+    common.load_net_state(net, ckpt['ema'], path)
+    return common.to_device(net, device).eval().requires_grad_(False), path

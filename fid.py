@@ -227,17 +227,17 @@ def load_inception(path=None, allow_download=True):
     (pytorch-fid, torch-fidelity), or NVIDIA's TorchScript detector. Any other TorchScript module is used as
     a custom detector as it is (input: resized images in [−1, 1]); this is how tests plug in a tiny network."""
     if path is None:
-        path = os.path.join(CACHE_DIR, os.path.basename(PYTORCH_FID_URL))
-        if not os.path.isfile(path):
-            if not allow_download:
-                raise FileNotFoundError(f'no Inception weights at {path} and downloads are disabled; pass '
-                                        f'--inception PATH (e.g. pytorch-fid\'s {os.path.basename(PYTORCH_FID_URL)})')
-            common.download(PYTORCH_FID_URL, path)
+        def check(path):
             digest = common.file_digest(path, 'sha256')
             if not digest.startswith(PYTORCH_FID_SHA256_PREFIX):
                 os.remove(path)
                 raise ValueError(f'downloaded Inception weights have sha256 {digest}, expected '
                                  f'{PYTORCH_FID_SHA256_PREFIX}...; the download is corrupt, try again')
+        name = os.path.basename(PYTORCH_FID_URL)
+        path = common.fetch(PYTORCH_FID_URL, os.path.join(CACHE_DIR, name), 'the FID Inception weights',
+                            f'pass --inception PATH (this file, torch-fidelity\'s copy or NVIDIA\'s '
+                            f'inception-2015-12-05.pt), or put it at that path; trainers also take --fid-ref none',
+                            allow_download, check)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Inception weights {path!r} not found')
     try:  # TorchScript archive? (NVIDIA's detector is one; torch marks jit as deprecated, hence the filter)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import common
+import edm_import
 import fid
 
 DIVERGENCES = ('rkl', 'js', 'fkl', 'hellinger')
@@ -268,7 +269,7 @@ def train(args, rank, world, device, init_generator=None):
     data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
     common.print0(f'data: {data.name}  {len(data)} images  {data.checksum or ""}', rank=rank)
     reals = common.BatchSampler(data, batch, device, args.seed, rank, bool(args.xflip))
-    teacher, teacher_path = common.load_teacher(args.teacher, device, not args.no_download)
+    teacher, teacher_path = edm_import.load_teacher(args.teacher, device, not args.no_download)
     common.check_teacher_fits_data(teacher, data, args.cond)
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
     label_dim = teacher.label_dim

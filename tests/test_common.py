@@ -408,3 +408,20 @@ def test_ddp_two_cpu_processes_agree_with_one(tmp_path):
         step = (v - init[k]).abs().max()
         if step > 0:
             assert (ddp_state[k] - v).abs().max() <= 1e-4 * step, k
+
+
+def test_augment_dim_net_without_augment_labels_is_unchanged_and_every_parameter_gets_a_gradient():
+    """No augment labels = zero labels: the output is the network without map_augment, and map_augment's weight
+    still gets a (zero) gradient, so DDP (find_unused_parameters=False) can reduce every parameter each step."""
+    torch.manual_seed(0)
+    net = common.EDMPrecond(img_resolution=16, model_channels=16, channel_mult=[1, 2], num_blocks=1,
+                            attn_resolutions=[8], dropout=0.0, augment_dim=9)
+    x, sigma = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 4.0])
+    out = net(x, sigma)
+    with torch.no_grad():
+        out_zero = net(x, sigma, augment_labels=torch.zeros(2, 9))
+        net.model.map_augment.weight.normal_()  # a net whose map_augment matters, yet zero labels ignore it
+        torch.testing.assert_close(net(x, sigma), out_zero, atol=0, rtol=0)
+    out.square().sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert net.model.map_augment.weight.grad.abs().max() == 0

@@ -184,7 +184,7 @@ def test_short_name_without_network_names_url_and_offline_flag(tmp_path, monkeyp
     def offline(url, path):
         raise OSError('network is unreachable')
     monkeypatch.setattr(common, 'download', offline)
-    with pytest.raises(FileNotFoundError, match=r'nvlabs-fi-cdn.*--no-download'):
+    with pytest.raises(FileNotFoundError, match=r'could not download .*nvlabs-fi-cdn.*network is unreachable.*offline: .*--teacher'):
         edm_import.resolve_source('edm-cifar10-cond')
     with pytest.raises(FileNotFoundError, match='known name'):
         edm_import.resolve_source('edm-imagenet')
@@ -199,6 +199,78 @@ def test_teacher_option_imports_a_pkl_once_into_the_cache(tmp_path, monkeypatch)
     assert first.startswith(str(tmp_path / 'cache')) and first.endswith('-imported.pt')
     mtime = os.path.getmtime(first)
     assert edm_import.teacher_checkpoint(pkl) == first and os.path.getmtime(first) == mtime  # reused
-    teacher, path = common.load_teacher(pkl, torch.device('cpu'))
+    teacher, path = edm_import.load_teacher(pkl, torch.device('cpu'))
     assert path == first and torch.equal(teacher.state_dict()['model.map_layer0.weight'],
                                          net.state_dict()['model.map_layer0.weight'])
+
+
+# -------- pickles written by EDM's own code (../shared/spec/edm_pickles): the format as it really is
+
+REAL = ['edm-small-uncond-numpy1', 'edm-small-uncond-numpy2', 'edm-small-cond-numpy1', 'edm-small-cond-numpy2']
+
+
+def real_pickle(name):
+    from conftest import shared_file
+    path = shared_file('spec', 'edm_pickles', f'{name}.pkl')
+    sums = dict(line.split()[::-1] for line in open(shared_file('spec', 'edm_pickles', 'SHA256SUMS')))
+    assert common.file_digest(path, 'sha256') == sums[f'{name}.pkl'], 'the golden pickle changed'
+    return path, torch.load(shared_file('spec', 'edm_pickles', f'{name}.outputs.pt'), weights_only=True)
+
+
+@pytest.mark.parametrize('name', REAL)
+def test_pickles_written_by_edm_import_and_reproduce_edms_outputs(name):
+    path, ref = real_pickle(name)
+    net, info = edm_import.import_edm(path, allow_download=False)
+    assert net.config['augment_dim'] == 9 and net.label_dim == (10 if '-cond-' in name else 0)
+    net.eval()
+    with torch.no_grad():
+        D = net(ref['x'], ref['sigma'], ref['class_labels'], ref['augment_labels'])
+        D_no_augment = net(ref['x'], ref['sigma'], ref['class_labels'])
+    torch.testing.assert_close(D, ref['D'], atol=1e-6, rtol=0)
+    torch.testing.assert_close(D_no_augment, ref['D_no_augment'], atol=1e-6, rtol=0)
+    assert not torch.allclose(D, D_no_augment, atol=1e-4)  # the augment labels really reach the network
+
+
+def test_real_pickle_through_teacher_option_and_import_edm(tmp_path, monkeypatch):
+    path, ref = real_pickle('edm-small-cond-numpy1')
+    monkeypatch.setattr(edm_import, 'CACHE_DIR', str(tmp_path / 'cache'))
+    teacher, _ = edm_import.load_teacher(path, torch.device('cpu'))
+    with torch.no_grad():
+        D = teacher(ref['x'], ref['sigma'], ref['class_labels'])
+    torch.testing.assert_close(D, ref['D_no_augment'], atol=1e-6, rtol=0)
+    r = run_script('teacher.py', '--import-edm', path, '--outdir', str(tmp_path / 'imported'))
+    assert r.returncode == 0, r.stderr
+
+
+def swap_string(data, old, new):
+    """Replace one SHORT_BINUNICODE string in a protocol-4 pickle, fixing the length of the frame around it."""
+    import pickletools
+    enc = lambda s: b'\x8c' + bytes([len(s)]) + s.encode()
+    pos = data.index(enc(old))
+    frame = max((p, arg) for op, arg, p in pickletools.genops(data) if op.name == 'FRAME' and p < pos)
+    delta = len(new) - len(old)
+    header = frame[0] + 1
+    data = data[:header] + (frame[1] + delta).to_bytes(8, 'little') + data[header + 8:]
+    return data[:pos] + enc(new) + data[pos + len(enc(old)):]
+
+
+@pytest.mark.parametrize('numpy_version', ['numpy1', 'numpy2'])
+@pytest.mark.parametrize('module,name', [('os', 'system'), ('posix', 'system'), ('builtins', 'eval')])
+def test_real_pickle_with_one_global_swapped_is_refused(tmp_path, numpy_version, module, name):
+    path, _ = real_pickle(f'edm-small-uncond-{numpy_version}')
+    data = open(path, 'rb').read()
+    numpy_core = 'numpy.core.multiarray' if numpy_version == 'numpy1' else 'numpy._core.multiarray'
+    evil = swap_string(swap_string(data, numpy_core, module), 'scalar', name)
+    (tmp_path / 'evil.pkl').write_bytes(evil)
+    with pytest.raises(pickle.UnpicklingError, match=f'refusing global {module}.{name}'):
+        edm_import.read_edm_pickle(str(tmp_path / 'evil.pkl'))
+    # the edit itself is sound: the unrestricted unpickler would reach the swapped global
+    assert f'{module}\n{name}' in '\n'.join(str(a) for _, a, _ in __import__('pickletools').genops(evil) if a)
+
+
+def test_real_pickle_with_object_dtype_scalar_is_refused(tmp_path):
+    path, _ = real_pickle('edm-small-uncond-numpy1')
+    evil = swap_string(open(path, 'rb').read(), 'f8', '|O')
+    (tmp_path / 'evil.pkl').write_bytes(evil)
+    with pytest.raises(pickle.UnpicklingError, match="numpy dtype '\\|O'"):
+        edm_import.read_edm_pickle(str(tmp_path / 'evil.pkl'))

@@ -291,3 +291,23 @@ def test_one_step_trainers_run_under_torchrun_with_two_cpu_processes(tiny_teache
     assert 'world 2' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'generator')
     assert len(ck['rng']) == 2 and ck['cur_nimg'] == 8
+
+
+@pytest.mark.parametrize('script', ['score_free.py', 'diff_instruct.py'])
+def test_one_step_trainers_under_torchrun_from_a_pickle_written_by_edm(tmp_path, script):
+    """The paper's set-up as it really is: a teacher pickled by EDM's own code (augment_dim 9, so map_augment
+    must get a gradient at every step or DDP stops at step 2), imported once, then two processes train."""
+    import subprocess
+    import sys
+    from conftest import ROOT, shared_file, write_image_folder
+    pkl = shared_file('spec', 'edm_pickles', 'edm-small-uncond-numpy1.pkl')  # a 16x16 EDM network
+    data = write_image_folder(str(tmp_path / 'data16'), n_per_class=4, size=16)
+    out = str(tmp_path / 'ddp')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                        script, '--dataset', data, '--teacher', pkl, *SF, '--total-kimg', '0.012', '--outdir', out],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1', DIFFRATIO_CACHE=str(tmp_path / 'cache')))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'world 2' in r.stdout and r.stdout.count('imported ') == 1  # one process imported, the other waited
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'generator')
+    assert ck['net_config']['augment_dim'] == 9 and ck['cur_nimg'] == 12

@@ -100,3 +100,18 @@ def test_teacher_runs_under_torchrun_with_two_cpu_processes(image_folder, tmp_pa
     assert 'world 2' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
     assert len(ck['rng']) == 2 and len(ck['sampler']) == 2 and ck['cur_nimg'] == 16
+
+
+def test_teacher_edm_preset_runs_under_torchrun(image_folder, tmp_path):
+    """The paper's network (55.7 M parameters, augment_dim 9) with DDP: map_augment must receive a gradient at
+    every step, or DDP fails at the second one."""
+    out = str(tmp_path / 'ddp_edm')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                        'teacher.py', '--dataset', image_folder, '--preset', 'edm', '--batch', '2',
+                        '--total-kimg', '0.004', '--tick-kimg', '0.002', '--grid', '1', '--steps', '2',
+                        '--device', 'cpu', '--fid-ref', 'none', '--outdir', out],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'edm  55.73M params' in r.stdout and 'world 2' in r.stdout
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    assert ck['cur_nimg'] == 4 and ck['net_config']['augment_dim'] == 9
