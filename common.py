@@ -138,13 +138,20 @@ class UNetBlock(nn.Module):
         x = F.silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
         x = self.conv1(F.dropout(x, p=self.dropout, training=self.training))
         x = (x + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
-        if self.attention:  # single head; the softmax is computed in float32 as in EDM
+        if self.attention:  # single head
             n, c, h, w = x.shape
             q, k, v = self.qkv(self.norm2(x)).reshape(n, c, 3, h * w).unbind(2)
-            attn = torch.einsum('ncq,nck->nqk', q.float(), k.float() / math.sqrt(c)).softmax(dim=2).to(q.dtype)
-            a = torch.einsum('nqk,nck->ncq', attn, v)
-            x = (self.proj(a.reshape(n, c, h, w)) + x) * self.skip_scale
+            x = (self.proj(attention(q, k, v).reshape(n, c, h, w)) + x) * self.skip_scale
         return x
+
+
+def attention(q, k, v):
+    """Single-head self-attention over [N, C, L] queries, keys and values, in float32 whatever the precision
+    around it (EDM computes QKᵀ and the softmax in float32; under autocast einsum would otherwise run in bf16).
+    Returns the input dtype."""
+    with torch.autocast(q.device.type, enabled=False):
+        attn = torch.einsum('ncq,nck->nqk', q.float(), k.float() / math.sqrt(q.shape[1])).softmax(dim=2)
+        return torch.einsum('nqk,nck->ncq', attn, v.float()).to(q.dtype)
 
 
 class SongUNet(nn.Module):
@@ -279,11 +286,13 @@ PRESETS = {
 }
 
 
-def build_net(preset, img_resolution, img_channels, label_dim, dropout):
+def build_net(preset, img_resolution, img_channels, label_dim, dropout, augment_dim=None):
+    """A fresh EDMPrecond of a preset; augment_dim overrides the preset's (9 when training with AugmentPipe)."""
     if preset not in PRESETS:
         raise ValueError(f'unknown --preset {preset!r}; choose one of {sorted(PRESETS)}')
+    config = dict(PRESETS[preset], **({} if augment_dim is None else {'augment_dim': augment_dim}))
     return EDMPrecond(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim,
-                      dropout=dropout, **PRESETS[preset])
+                      dropout=dropout, **config)
 
 
 def net_from_config(config):
@@ -417,6 +426,18 @@ def setup_precision(device, precision, tf32):
     dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
     scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
     return (lambda: torch.autocast('cuda', dtype=dtype)), scaler
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """TF32 off (matmuls and cuDNN convolutions) inside, the previous setting restored after: for what is defined
+    in float32, such as FID features, in scripts that allow TF32 elsewhere."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def make_adam(params, lr, betas, eps=1e-8, device=None):
@@ -772,6 +793,110 @@ class BatchSampler:
         self.gen.set_state(state['gen'])
 
 
+# Low-pass filter of the symlet-6 wavelet: the resampling filter of EDM's (and StyleGAN2-ADA's) augmentation.
+SYM6 = [0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633, 0.4910559419267466,
+        0.787641141030194, 0.3379294217276218, -0.07263752278646252, -0.021060292512300564, 0.04472490177066578,
+        0.0017677118642428036, -0.007800708325034148]
+
+
+def affine(rows):
+    """[N, 3, 3] matrices from nine [N] tensors (row-major)."""
+    return torch.stack(rows, dim=-1).reshape(-1, 3, 3)
+
+
+def translation(tx, ty):
+    one, zero = torch.ones_like(tx), torch.zeros_like(tx)
+    return affine([one, zero, tx, zero, one, ty, zero, zero, one])
+
+
+def scaling(sx, sy):
+    one, zero = torch.ones_like(sx), torch.zeros_like(sx)
+    return affine([sx, zero, zero, zero, sy, zero, zero, zero, one])
+
+
+def rotation(theta):
+    one, zero, c, s = torch.ones_like(theta), torch.zeros_like(theta), theta.cos(), theta.sin()
+    return affine([c, -s, zero, s, c, zero, zero, zero, one])
+
+
+class AugmentPipe:
+    """EDM's geometric augmentation of CIFAR-10 (`--augment 0.12`), written from its description. Non-leaking: the
+    network is told what was done through 9 augment labels (map_augment) and is sampled with all-zero labels.
+    Per image: x-flip with probability ½ (EDM's multiplier 1e8 makes the decision certain), and with probability p
+    each: y-flip (½), isotropic scale 2^(0.2·N(0,1)), rotation U(−π, π), anisotropic scale 2^(±0.2·N(0,1)) along
+    a random axis (half of the time a rotated one), translation N(0, 0.125²)·size. The geometric part is one
+    resampling: reflect-pad, 2x upsampling with the symlet-6 filter, bilinear warp, filtered 2x downsampling.
+    Labels: [xflip, yflip, scale, cos θ − 1, sin θ, a·cos r, a·sin r, tx, ty]."""
+
+    def __init__(self, p=0.12, scale_std=0.2, aniso_std=0.2, aniso_rotate_prob=0.5, translate_std=0.125):
+        self.p, self.scale_std, self.aniso_std = p, scale_std, aniso_std
+        self.aniso_rotate_prob, self.translate_std = aniso_rotate_prob, translate_std
+
+    def __call__(self, images):
+        N, C, H, W = images.shape
+        dev = images.device
+        rand, randn = lambda: torch.rand(N, device=dev), lambda: torch.randn(N, device=dev)
+        maybe = lambda w, prob: torch.where(rand() < prob, w, torch.zeros_like(w))  # w with probability prob, else 0
+        xflip = maybe(torch.randint(2, [N], device=dev).float(), 1.0 if self.p > 0 else 0.0)
+        yflip = maybe(torch.randint(2, [N], device=dev).float(), self.p)
+        images = torch.where(xflip[:, None, None, None] > 0, images.flip(3), images)
+        images = torch.where(yflip[:, None, None, None] > 0, images.flip(2), images)
+        s = maybe(randn(), self.p)
+        theta = maybe((rand() * 2 - 1) * math.pi, self.p)
+        a = maybe(randn(), self.p)
+        r = maybe((rand() * 2 - 1) * math.pi, self.aniso_rotate_prob)
+        shift = rand() < self.p  # x and y translation are decided together
+        t = [torch.where(shift, randn(), torch.zeros(N, device=dev)) for _ in range(2)]
+        labels = torch.stack([xflip, yflip, s, theta.cos() - 1, theta.sin(), a * r.cos(), a * r.sin(), t[0], t[1]], 1)
+        if self.p == 0:
+            return images, labels
+        # Output pixel -> input pixel, in pixels about the image centre: the inverse of scale, rotate, aniso, shift.
+        sa = (a * self.aniso_std).exp2()
+        G_inv = (scaling(1 / (s * self.scale_std).exp2(), 1 / (s * self.scale_std).exp2()) @ rotation(theta)
+                 @ rotation(-r) @ scaling(1 / sa, sa) @ rotation(r)
+                 @ translation(-t[0] * W * self.translate_std, -t[1] * H * self.translate_std))
+        return self.warp(images, G_inv), labels
+
+    @staticmethod
+    def warp(images, G_inv):
+        """Resample images[n] at G_inv[n] @ (x, y, 1) for every output pixel, alias-free (see the class doc)."""
+        N, C, H, W = images.shape
+        dev, dtype = images.device, images.dtype
+        f = torch.tensor(SYM6, dtype=dtype, device=dev)
+        pad = len(SYM6) // 4
+        # Reflect-pad by as much as the warped corners reach outside the image (plus the filter's support).
+        cx, cy = (W - 1) / 2, (H - 1) / 2
+        corners = torch.tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0] * 4], device=dev)
+        reach = (G_inv @ corners)[:, :2, :].permute(1, 0, 2).flatten(1)  # [xy, N·4]
+        margin = torch.cat([-reach, reach]).max(dim=1).values + torch.tensor([2 * pad - cx, 2 * pad - cy] * 2,
+                                                                              device=dev)
+        limit = torch.tensor([W - 1, H - 1] * 2, device=dev, dtype=margin.dtype)
+        mx0, my0, mx1, my1 = (int(m) for m in margin.clamp(min=0).minimum(limit).ceil())
+        images = F.pad(images, [mx0, mx1, my0, my1], mode='reflect')
+        one = torch.ones(N, device=dev)
+        G_inv = translation(one * (mx0 - mx1) / 2, one * (my0 - my1) / 2) @ G_inv
+        # 2x upsampling: zeros between samples, then the (flipped) filter, along x and then y.
+        fw = f.flip(0).reshape(1, 1, 1, -1).repeat(C, 1, 1, 1)
+        images = torch.stack([images, torch.zeros_like(images)], dim=4).flatten(3)[..., :-1]
+        images = F.conv2d(images, fw, groups=C, padding=[0, (len(SYM6) + 1) // 2])
+        images = torch.stack([images, torch.zeros_like(images)], dim=3).flatten(2, 3)[:, :, :-1, :]
+        images = F.conv2d(images, fw.transpose(2, 3), groups=C, padding=[(len(SYM6) + 1) // 2, 0])
+        G_inv = scaling(2 * one, 2 * one) @ G_inv @ scaling(one / 2, one / 2)
+        G_inv = translation(-one / 2, -one / 2) @ G_inv @ translation(one / 2, one / 2)
+        # Bilinear warp into a grid twice the padded output size, in grid_sample's [−1, 1] coordinates.
+        out_h, out_w = (H + 2 * pad) * 2, (W + 2 * pad) * 2
+        G_inv = (scaling(2 / images.shape[3] * one, 2 / images.shape[2] * one) @ G_inv
+                 @ scaling(out_w / 2 * one, out_h / 2 * one))
+        grid = F.affine_grid(G_inv[:, :2, :].to(dtype), [N, C, out_h, out_w], align_corners=False)
+        images = F.grid_sample(images, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+        # Filtered 2x downsampling, then crop the filter's margin.
+        fd = f.reshape(1, 1, 1, -1).repeat(C, 1, 1, 1)
+        images = F.conv2d(images, fd, groups=C, stride=[1, 2], padding=[0, (len(SYM6) - 1) // 2])[..., pad:-pad]
+        images = F.conv2d(images, fd.transpose(2, 3), groups=C, stride=[2, 1],
+                          padding=[(len(SYM6) - 1) // 2, 0])[:, :, pad:-pad, :]
+        return images
+
+
 def random_labels(batch, num_classes, device):
     return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
                                                   num_classes).float()
@@ -807,8 +932,10 @@ def load_checkpoint(path, kind=None):
     return ckpt
 
 
-def check_resume_config(saved, current, keys):
-    """Refuse to resume a run whose settings differ in what makes it the same run."""
+def check_resume_config(saved, current, keys, defaults=None):
+    """Refuse to resume a run whose settings differ in what makes it the same run. defaults: the value a key had
+    in checkpoints written before it existed."""
+    saved = {**(defaults or {}), **saved}
     diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
     if diff:
         lines = ', '.join(f'{k}: checkpoint {a!r} vs now {b!r}' for k, (a, b) in diff.items())

@@ -41,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument('--eps', type=float, default=1e-8, help='Adam epsilon (DI official)')
     p.add_argument('--lr-rampup-kimg', type=float, default=0, help='linear lr warm-up, both nets (ours: none)')
     p.add_argument('--fake-steps', type=int, default=1, help='fake-score steps per generator step (DI: 1)')
+    p.add_argument('--augment', type=float, default=None, help='EDM\'s augmentation of the generator samples the '
+                   'fake score trains on, with augment labels (DI official: 0.12 for EDM\'s teachers; default: '
+                   '0.12 when the teacher has augment labels, else 0)')
     p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, both losses (DI = EDM)')
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std, both losses (DI = EDM)')
     p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in all nets')
@@ -64,9 +67,11 @@ def parse_args(argv=None):
 # The method: two losses, as pure functions (tests call them directly)
 # ------------------------------------------------------------------------------------------------------
 
-def fake_score_loss(fake, x0, labels=None, P_mean=-1.2, P_std=1.2):
-    """EDM's denoising loss of the fake score network on (stop-gradient) generator samples, per image."""
-    return common.edm_loss(fake, x0.detach(), labels, P_mean, P_std)
+def fake_score_loss(fake, x0, labels=None, P_mean=-1.2, P_std=1.2, augment_pipe=None):
+    """EDM's denoising loss of the fake score network on (stop-gradient) generator samples, per image; with an
+    augment pipe the samples are augmented and the network is told how (as EDM trains the teacher)."""
+    x0, augment_labels = augment_pipe(x0.detach()) if augment_pipe else (x0.detach(), None)
+    return common.edm_loss(fake, x0, labels, P_mean, P_std, augment_labels=augment_labels)
 
 
 def same_randomness(device, *fns):
@@ -92,6 +97,15 @@ def generator_loss(teacher, fake, x0, sigma, noise, labels=None):
     return ((D_q - D_p).to(x0.dtype) * x0).flatten(1).sum(1)
 
 
+def resolve_augment(augment, teacher):
+    """--augment: as officially, 0.12 for teachers trained with EDM's augmentation (they read augment labels)."""
+    if augment is None:
+        return 0.12 if teacher.model.map_augment is not None else 0.0
+    if augment and teacher.model.map_augment is None:
+        raise ValueError(f'--augment {augment} needs a teacher with augment labels (augment_dim 9); this one has none')
+    return augment
+
+
 def set_dropout(net, p):
     for m in net.modules():
         if isinstance(m, common.UNetBlock):
@@ -109,7 +123,7 @@ def wrap_nets(G, fake, teacher, args, device, world):
             fake, fake_c, common.ddp_wrap(fake_c, device, world), teacher, teacher_c)
 
 
-def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device):
+def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device, pipe=None):
     """One Diff-Instruct iteration: args.fake_steps fake-score steps, then one generator step."""
     G, G_train, fake, fake_c, fake_train, teacher, teacher_c = nets
     official = args.dropout_mode == 'official'
@@ -122,7 +136,7 @@ def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device):
             G.train(official)
         fake.train(official)
         with autocast():
-            loss_fake = fake_score_loss(fake_train, x0, labels, args.P_mean, args.P_std).mean()
+            loss_fake = fake_score_loss(fake_train, x0, labels, args.P_mean, args.P_std, pipe).mean()
         opts[1].zero_grad(set_to_none=True)
         (scalers[1].scale(loss_fake) if scalers[1] else loss_fake).backward()
         common.optimizer_step(opts[1], fake.parameters(), scalers[1])
@@ -150,9 +164,11 @@ def bench(args, device):
     opts = [common.make_adam(n.parameters(), args.lr, args.betas, args.eps, device) for n in (G, fake)]
     scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
     nets = wrap_nets(G, fake, teacher, args, device, 1)
+    augment = resolve_augment(args.augment, teacher)
+    pipe = common.AugmentPipe(augment) if augment else None
 
     def step():
-        iteration(args, nets, opts, scalers, autocast, args.batch, 0, device)
+        iteration(args, nets, opts, scalers, autocast, args.batch, 0, device, pipe)
         common.ema_update(G_ema, G, 0.999)
     x = torch.zeros(1, 3, 32, 32, device=device)
     f = common.count_flops(lambda: teacher(x, torch.ones(1, device=device)))
@@ -179,6 +195,8 @@ def train(args, rank, world, device, init_generator=None):
     common.check_teacher_fits_data(teacher, data, args.cond)
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
     label_dim = teacher.label_dim
+    augment = resolve_augment(args.augment, teacher)
+    pipe = common.AugmentPipe(augment) if augment else None
     if args.dropout is not None:
         set_dropout(teacher, args.dropout)
     # Generator, fake score and the generator's EMA all start as copies of the teacher (EMA weights).
@@ -193,8 +211,8 @@ def train(args, rank, world, device, init_generator=None):
     resume = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
-        same_run = ['dataset', 'teacher', 'cond', 'sigma_init', 'batch', 'fake_steps', 'dropout_mode', 'seed']
-        common.check_resume_config(ckpt['config'], vars(args), same_run)
+        same_run = ['dataset', 'teacher', 'cond', 'sigma_init', 'batch', 'fake_steps', 'dropout_mode', 'augment', 'seed']
+        common.check_resume_config(ckpt['config'], vars(args), same_run, defaults={'augment': None})
         if ckpt.get('method') != 'diff_instruct' or 'fake' not in ckpt:
             raise ValueError(f'{resume!r} is not a Diff-Instruct training checkpoint')
         for net, key in ((G, 'G'), (fake, 'fake'), (G_ema, 'ema')):
@@ -206,7 +224,8 @@ def train(args, rank, world, device, init_generator=None):
         common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
     nets = wrap_nets(G, fake, teacher, args, device, world)
     common.print0(f'diff_instruct: teacher {teacher_path}  {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M '
-                  f'params per net  σ_init {args.sigma_init}  world {world}  device {device}', rank=rank)
+                  f'params per net  σ_init {args.sigma_init}  fake-score augmentation {augment}  world {world}  '
+                  f'device {device}', rank=rank)
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)
@@ -217,7 +236,7 @@ def train(args, rank, world, device, init_generator=None):
     tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
     while True:
         common.lr_ramp(zip(opts, (args.lr, args.fake_lr)), cur_nimg, args.lr_rampup_kimg)
-        loss_fake, loss_G = iteration(args, nets, opts, scalers, autocast, batch, label_dim, device)
+        loss_fake, loss_G = iteration(args, nets, opts, scalers, autocast, batch, label_dim, device, pipe)
         cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))
         done = cur_nimg >= args.total_kimg * 1000

@@ -268,7 +268,8 @@ def load_inception(path=None, allow_download=True):
         raise ValueError(f'{path!r} is not an Inception-v3 FID weights file: missing {missing[:4]}, unexpected '
                          f'{unexpected[:4]}, wrong shapes {bad[:4]}')
     net.load_state_dict(state, strict=False)
-    return net.eval().requires_grad_(False)
+    # channels_last: oneDNN's CPU convolutions (and cuDNN's) run NHWC without a layout change per layer
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -406,9 +407,11 @@ def get_detector(path, device, allow_download=True):
 
 @torch.no_grad()
 def features(detector, images, mode='tf', device='cpu'):
-    """uint8 images -> float32 features (no autocast: FID features are computed in float32)."""
-    with torch.autocast(device_type=torch.device(device).type, enabled=False):
-        return detector(preprocess(images.to(device), mode)).float().cpu().numpy()
+    """uint8 images -> float32 features: no autocast and no TF32 (the trainers allow TF32 for training), so the
+    features are the same in the training loop as in `fid.py calc`."""
+    with torch.autocast(device_type=torch.device(device).type, enabled=False), common.exact_fp32():
+        x = preprocess(images.to(device), mode).contiguous(memory_format=torch.channels_last)
+        return detector(x).float().cpu().numpy()
 
 
 def stats_from_batches(batches, detector, mode, device, rank=0, log_every=0):
@@ -530,6 +533,8 @@ def main(argv=None):
     ref.add_argument('--data-dir', default=None, help='where cifar-10-python.tar.gz lives')
     ref.add_argument('--no-download', action='store_true')
     ref.add_argument('--out', required=True, help='output .npz (mu, sigma, mode, count)')
+    ref.add_argument('--per-class', type=int, default=0, help='only the first N images of each class (a cheaper, '
+                     'class-balanced reference for small studies; 0 = all, the standard)')
     calc = sub.add_parser('calc', help='FID of a checkpoint or of a folder / zip of images')
     src = calc.add_mutually_exclusive_group(required=True)
     src.add_argument('--ckpt', help='teacher (Heun, EMA) or one-step generator checkpoint')
@@ -555,7 +560,13 @@ def main(argv=None):
         if args.cmd == 'ref':
             data = common.load_dataset(args.dataset, args.data_dir or common.DEFAULT_DATA_DIR, args.split,
                                        not args.no_download)
-            stats = stats_from_batches(image_batches(data.images, args.batch), detector, args.mode, device,
+            images = data.images
+            if args.per_class:
+                if data.labels is None:
+                    raise ValueError(f'--per-class needs class labels, and {data.name} has none')
+                keep = torch.cat([torch.nonzero(data.labels == c)[:args.per_class, 0] for c in range(data.num_classes)])
+                images = images[keep.sort().values]
+            stats = stats_from_batches(image_batches(images, args.batch), detector, args.mode, device,
                                        log_every=5000)
             mu, sigma = stats.mean_cov()
             save_stats(args.out, mu, sigma, args.mode, stats.n)

@@ -53,8 +53,11 @@ def parse_args(argv=None):
     p.add_argument('--cls-lr', type=float, default=1e-5, help='classifier Adam lr (DI\'s fake-score lr)')
     p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='Adam betas, both nets (DI official)')
     p.add_argument('--eps', type=float, default=1e-8, help='Adam epsilon (DI official)')
+    p.add_argument('--cls-betas', type=float, nargs=2, default=[0.0, 0.999], help='classifier Adam betas')
     p.add_argument('--lr-rampup-kimg', type=float, default=0, help='linear lr warm-up, both nets (ours: none)')
     p.add_argument('--cls-steps', type=int, default=1, help='classifier steps per generator step (ours: 1)')
+    p.add_argument('--cls-warmup', type=int, default=0,
+                   help='classifier steps before the first generator step (fresh runs only)')
     p.add_argument('--cls-init', default='teacher', choices=['teacher', 'random'],
                    help='classifier encoder from the teacher (the paper) or random')
     p.add_argument('--cls-dropout', type=float, default=0.0, help='dropout in the classifier encoder (ours)')
@@ -174,30 +177,38 @@ def wrap_nets(G, cls, args, device, world):
             cls, cls_c, common.ddp_wrap(cls_c, device, world))
 
 
-def iteration(args, nets, opts, scalers, autocast, reals, batch, label_dim, device):
-    """One score-free iteration: args.cls_steps classifier steps, then one generator step."""
+def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G=True):
+    """One score-free iteration. One generator pass x₀ = G(z) serves both halves: (1) args.cls_steps classifier
+    steps, the first on x₀.detach() (further ones on fresh samples), so the classifier has seen the current
+    generator before it is used; (2) one generator step through the updated, frozen classifier on the same x₀.
+    In expectation this is the usual alternation (classifier step on fresh samples, then generator step) at one
+    generator forward pass instead of two. train_G=False (the classifier warm-up) skips (2)."""
     G, G_train, cls, cls_c, cls_train = nets
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
-    for _ in range(args.cls_steps):
-        real, real_labels = next(reals)
-        labels = real_labels if label_dim else None  # generate the same classes as the real batch
-        with torch.no_grad(), autocast():
-            G.eval()  # samples for the classifier without dropout, as Diff-Instruct's fake-score step
-            fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
-            G.train()
+    real, labels = next(reals)  # a conditional generator makes the classes of the real batch
+    labels = labels if G.label_dim else None
+    with torch.set_grad_enabled(train_G), autocast():
+        x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
+    cls.requires_grad_(True)
+    for i in range(args.cls_steps):
+        if i > 0:
+            real, labels = next(reals)
+            labels = labels if G.label_dim else None
+            with torch.no_grad(), autocast():
+                fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        cls.requires_grad_(True)
         with autocast():
-            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, fake, real, sigma, labels, labels)
+            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, x0 if i == 0 else fake, real, sigma, labels,
+                                                           labels)
             loss_cls = loss_cls.mean()
         opts[1].zero_grad(set_to_none=True)
         (scalers[1].scale(loss_cls) if scalers[1] else loss_cls).backward()
         common.optimizer_step(opts[1], cls.parameters(), scalers[1])
+    if not train_G:
+        return torch.stack([loss_cls.detach(), torch.zeros_like(loss_cls), acc_fake, acc_real])
 
-    labels = common.random_labels(batch, label_dim, device)
-    cls.requires_grad_(False)  # φ frozen: gradients flow through c_φ into x only
+    cls.requires_grad_(False)  # φ frozen: gradients flow through c_φ into x₀ and on into G
     with autocast():
-        x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
         loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, labels).mean()
     opts[0].zero_grad(set_to_none=True)
@@ -218,7 +229,7 @@ def build_nets(teacher, args, device):
         cls.load_teacher_encoder(teacher.state_dict())
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opts = [common.make_adam(G.parameters(), args.lr, args.betas, args.eps, device),
-            common.make_adam(cls.parameters(), args.cls_lr, args.betas, args.eps, device)]
+            common.make_adam(cls.parameters(), args.cls_lr, args.cls_betas, args.eps, device)]
     return G, G_ema, cls, opts
 
 
@@ -242,13 +253,14 @@ def bench(args, device):
     reals = SyntheticReals(args.batch, device)
 
     def step():
-        iteration(args, nets, opts, scalers, autocast, reals, args.batch, 0, device)
+        iteration(args, nets, opts, scalers, autocast, reals, args.batch, device)
         common.ema_update(G_ema, G, 0.999)
     x = torch.zeros(1, 3, 32, 32, device=device)
     fg = common.count_flops(lambda: G(x, torch.ones(1, device=device)))
     fc = common.count_flops(lambda: cls(x, torch.ones(1, device=device)))
-    # per image: cls step = G fwd + 2 cls fwd/bwd (fake and real); G step = G fwd/bwd + cls fwd/bwd
-    flops = args.cls_steps * (fg + 6 * fc) + 3 * fg + 3 * fc
+    # per image: one G fwd/bwd, one cls fwd/bwd in the G step; per classifier step 2 cls fwd/bwd (fake, real),
+    # and one G fwd for every classifier step after the first
+    flops = 3 * fg + 3 * fc + args.cls_steps * 6 * fc + (args.cls_steps - 1) * fg
     print(f'bench score_free: classifier {sum(p.numel() for p in cls.parameters()) / 1e6:.2f}M params')
     common.run_bench('score_free', step, args, device, flops, sum(p.numel() for p in G.parameters()))
 
@@ -272,7 +284,6 @@ def train(args, rank, world, device, init_generator=None):
     teacher, teacher_path = edm_import.load_teacher(args.teacher, device, not args.no_download)
     common.check_teacher_fits_data(teacher, data, args.cond)
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
-    label_dim = teacher.label_dim
     G, G_ema, cls, opts = build_nets(teacher, args, device)
     if init_generator is not None and not args.resume:
         init_generator(G, teacher, data, device)
@@ -307,10 +318,18 @@ def train(args, rank, world, device, init_generator=None):
         common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
         common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
 
-    tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
+    if cur_nimg == 0 and args.cls_warmup:  # the classifier learns to tell the two apart before G follows it
+        t0 = time.time()
+        for i in range(args.cls_warmup):
+            stats = iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G=False)
+            if i == 0 or i == args.cls_warmup - 1:
+                values = common.all_reduce_mean(stats, world).tolist()
+                common.print0(f'classifier warm-up step {i + 1}/{args.cls_warmup}: loss_cls {values[0]:.4f}  '
+                              f'acc_fake {values[2]:.3f}  acc_real {values[3]:.3f}  ({time.time() - t0:.1f} s)', rank=rank)
+    tick, tick_nimg, tick_time, tick_stats = 0, cur_nimg, time.time(), []
     while True:
         common.lr_ramp(zip(opts, (args.lr, args.cls_lr)), cur_nimg, args.lr_rampup_kimg)
-        stats = iteration(args, nets, opts, scalers, autocast, reals, batch, label_dim, device)
+        tick_stats.append(iteration(args, nets, opts, scalers, autocast, reals, batch, device))
         cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))
         done = cur_nimg >= args.total_kimg * 1000
@@ -318,7 +337,8 @@ def train(args, rank, world, device, init_generator=None):
             continue
 
         common.sync(device)
-        values = dict(zip(('loss_cls', 'loss_G', 'acc_fake', 'acc_real'), common.all_reduce_mean(stats, world).tolist()))
+        stats = common.all_reduce_mean(torch.stack(tick_stats).mean(0), world)  # averaged over the tick's steps
+        values = dict(zip(('loss_cls', 'loss_G', 'acc_fake', 'acc_real'), stats.tolist()))
         common.check_finite(values, cur_nimg)
         dt = time.time() - tick_time
         log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3),
@@ -340,7 +360,7 @@ def train(args, rank, world, device, init_generator=None):
                 log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
             if world > 1:
                 torch.distributed.barrier()
-        tick_nimg, tick_time = cur_nimg, time.time()
+        tick_nimg, tick_time, tick_stats = cur_nimg, time.time(), []
         if done:
             break
 

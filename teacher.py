@@ -12,7 +12,7 @@ The method, in EDM's notation: draw ln σ ~ N(−1.2, 1.2²), noise the image x�
 preconditioned denoiser D(x₀ + σε; σ) on x₀ with weight λ(σ) = (σ² + σ_d²)/(σ·σ_d)². Sampling solves the
 probability-flow ODE dx/dσ = (x − D(x; σ))/σ with Heun's method on EDM's ρ = 7 schedule (18 steps, 35 NFE).
 Defaults are EDM's CIFAR-10 recipe (DDPM++, batch 512, Adam lr 1e-3 with a 10 Mimg ramp, EMA half-life
-0.5 Mimg, dropout 0.13, 200 Mimg). EDM's geometric augmentation pipeline is not implemented (x-flip is).
+0.5 Mimg, dropout 0.13, 200 Mimg, geometric augmentation with probability 0.12 and 9 augment labels).
 """
 import argparse
 import copy
@@ -32,7 +32,10 @@ def parse_args(argv=None):
     p.add_argument('--data-dir', default=common.DEFAULT_DATA_DIR, help='where cifar-10-python.tar.gz lives')
     p.add_argument('--split', default='train', help='train | test')
     p.add_argument('--no-download', action='store_true', help='never download; fail if data is missing')
-    p.add_argument('--xflip', type=int, default=1, help='random horizontal flips (ours; stands in for EDM aug)')
+    p.add_argument('--augment', type=float, default=None, help='probability of EDM\'s geometric augmentation '
+                   '(EDM CIFAR-10: 0.12, the default for --preset edm; else 0); the net gets 9 augment labels')
+    p.add_argument('--xflip', type=int, default=None, help='random x-flips of the data (default: 1 without '
+                   '--augment, 0 with it, since the augmentation flips with its own label)')
     p.add_argument('--cond', type=int, default=0, help='class-conditional (EDM cond: 1.79 FID vs 1.97)')
     # Network
     p.add_argument('--preset', default='edm', help='edm (DDPM++, 55.7M; EDM) | small (ours) | tiny (tests)')
@@ -60,9 +63,20 @@ def parse_args(argv=None):
         p.error('--batch, --total-kimg and --tick-kimg must be positive')
     if args.preset not in common.PRESETS:
         p.error(f'--preset must be one of {sorted(common.PRESETS)}')
+    if args.augment is None:
+        args.augment = 0.12 if args.preset == 'edm' else 0.0
+    if not 0 <= args.augment <= 1:
+        p.error('--augment is a probability: 0 <= p <= 1')
+    if args.xflip is None:
+        args.xflip = 0 if args.augment else 1
     if args.sample and not args.ckpt:
         p.error('--sample needs --ckpt')
     return args
+
+
+def augment_dim(args):
+    """The preset's augment_dim, or 9 (AugmentPipe's labels) when training with augmentation."""
+    return 9 if args.augment else None
 
 
 def heun_images(net, seeds, device, steps=18, class_labels=None):
@@ -95,7 +109,9 @@ def save_samples(args, device):
 def bench(args, device):
     """img/s, ms/step, peak memory and MFU of the real training step (forward, backward, Adam, EMA)."""
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
-    net = common.to_device(common.build_net(args.preset, 32, 3, 10 if args.cond else 0, args.dropout), device).train()
+    net = common.to_device(common.build_net(args.preset, 32, 3, 10 if args.cond else 0, args.dropout,
+                                            augment_dim(args)), device).train()
+    pipe = common.AugmentPipe(args.augment) if args.augment else None
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = common.make_adam(net.parameters(), args.lr, args.betas, args.eps, device)
     model = common.maybe_compile(net, args.compile)
@@ -105,8 +121,9 @@ def bench(args, device):
 
     def step():
         opt.zero_grad(set_to_none=True)
+        images, augment_labels = pipe(x) if pipe else (x, None)
         with autocast():
-            loss = common.edm_loss(model, x, labels, args.P_mean, args.P_std).mean()
+            loss = common.edm_loss(model, images, labels, args.P_mean, args.P_std, augment_labels=augment_labels).mean()
         (scaler.scale(loss) if scaler else loss).backward()
         common.optimizer_step(opt, net.parameters(), scaler)
         common.ema_update(ema, net, 0.999)
@@ -135,7 +152,9 @@ def train(args, rank, world, device):
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
 
     # Network, EMA, optimizer.
-    net = common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout).to(device)
+    net = common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout,
+                           augment_dim(args)).to(device)
+    pipe = common.AugmentPipe(args.augment) if args.augment else None
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = common.make_adam(net.parameters(), args.lr, args.betas, args.eps, device)
     config = vars(args).copy()
@@ -144,7 +163,8 @@ def train(args, rank, world, device):
     if resume:
         ckpt = common.load_checkpoint(resume, 'teacher')
         common.check_resume_config(ckpt['config'], config, ['dataset', 'split', 'cond', 'preset', 'dropout', 'batch',
-                                                            'xflip', 'P_mean', 'P_std', 'seed'])
+                                                            'xflip', 'augment', 'P_mean', 'P_std', 'seed'],
+                                  defaults={'augment': 0.0})
         if ckpt['net_config'] != net.config:
             raise ValueError(f'cannot resume: network config differs ({ckpt["net_config"]} vs {net.config})')
         net.load_state_dict(ckpt['net'])
@@ -169,8 +189,9 @@ def train(args, rank, world, device):
     tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
     while True:
         x, labels = next(sampler)
+        x, augment_labels = pipe(x) if pipe else (x, None)  # non-leaking: the net is told what was done
         with autocast():
-            loss = common.edm_loss(model, x, labels, args.P_mean, args.P_std)
+            loss = common.edm_loss(model, x, labels, args.P_mean, args.P_std, augment_labels=augment_labels)
         opt.zero_grad(set_to_none=True)
         # Mean over the local batch; DDP averages over ranks, so this is EDM's sum / global batch.
         (scaler.scale(loss.mean()) if scaler else loss.mean()).backward()

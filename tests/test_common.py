@@ -425,3 +425,84 @@ def test_augment_dim_net_without_augment_labels_is_unchanged_and_every_parameter
     out.square().sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     assert net.model.map_augment.weight.grad.abs().max() == 0
+
+
+def test_attention_is_float32_under_bf16_autocast():
+    """QKᵀ, the softmax and the weighted sum run in float32 under autocast too (as EDM's attention op): the result
+    equals the float32 computation on the same (bf16) inputs, rounded once to bf16 at the end."""
+    torch.manual_seed(0)
+    q, k, v = (t.bfloat16() for t in torch.randn(3, 2, 16, 64).unbind(0))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = common.attention(q, k, v)
+    reference = common.attention(q.float(), k.float(), v.float())
+    assert out.dtype == torch.bfloat16 and torch.equal(out, reference.bfloat16())
+    # and the block uses it: a UNetBlock with attention under autocast stays close to float32 throughout
+    block = common.UNetBlock(32, 32, 64, attention=True).eval()
+    for p in block.parameters():
+        p.data.normal_(0, 0.2)
+    x, emb = torch.randn(2, 32, 8, 8), torch.randn(2, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = block(x, emb)
+    torch.testing.assert_close(y.float(), block(x, emb), atol=0.05, rtol=0.05)
+
+
+# ---------------------------------------------------------------- EDM's augmentation
+
+def blob_images(n=4, size=32):
+    """Smooth images (a Gaussian blob off-centre per channel) on which resampling is nearly exact."""
+    i = torch.arange(size, dtype=torch.float32)
+    y, x = i[:, None], i[None, :]
+    chans = [torch.exp(-((x - 11 - 3 * c) ** 2 + (y - 9 - 2 * c) ** 2) / 40) for c in range(3)]
+    return torch.stack(chans)[None].repeat(n, 1, 1, 1) * 2 - 1
+
+
+def test_augment_p0_is_the_identity_with_zero_labels():
+    x = torch.randn(5, 3, 32, 32)
+    y, labels = common.AugmentPipe(0.0)(x)
+    assert torch.equal(y, x) and labels.shape == (5, 9) and not labels.any()
+
+
+def test_augment_label_layout_matches_edm():
+    """[xflip, yflip, scale, cos θ − 1, sin θ, a·cos r, a·sin r, tx, ty]: every image decides x-flip (½), the rest
+    happen with probability p each; θ's pair lies on the unit circle; an x-flip label 1 means a flipped image."""
+    torch.manual_seed(0)
+    n = 4000
+    _, labels = common.AugmentPipe(0.3)(torch.zeros(n, 1, 8, 8))
+    assert set(labels[:, 0].unique().tolist()) == {0.0, 1.0} and abs(labels[:, 0].mean() - 0.5) < 0.03
+    assert abs((labels[:, 1] != 0).float().mean() - 0.15) < 0.02  # p · ½
+    for col in (2, 4, 7):
+        assert abs((labels[:, col] != 0).float().mean() - 0.3) < 0.03, col
+    torch.testing.assert_close((labels[:, 3] + 1) ** 2 + labels[:, 4] ** 2, torch.ones(n))
+    assert ((labels[:, 7] != 0) == (labels[:, 8] != 0)).all()  # x and y shifts together
+    assert (labels[:, 5:7].abs().sum(1) > 0).float().mean() < 0.3  # aniso only with probability p
+    torch.manual_seed(1)
+    x = blob_images(16)
+    y, labels = common.AugmentPipe(1e-9)(x)  # only the (certain) x-flip decision is active; the warp is ~identity
+    flipped = labels[:, 0] == 1
+    assert 0 < flipped.sum() < 16
+    torch.testing.assert_close(y[flipped], x[flipped].flip(3), atol=0.02, rtol=0)
+    torch.testing.assert_close(y[~flipped], x[~flipped], atol=0.02, rtol=0)
+
+
+def test_augment_warp_moves_rotates_and_keeps_smooth_images():
+    x = blob_images()
+    one, zero = torch.ones(4), torch.zeros(4)
+    same = common.AugmentPipe.warp(x, common.translation(zero, zero))
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)  # up- and downsampling filters cancel
+    turned = common.AugmentPipe.warp(x, common.rotation(math.pi * one))
+    # 180° = both flips; symlet-6 is only nearly symmetric, so the turn is exact to 0.035 here (a one-pixel
+    # error would be 0.24)
+    torch.testing.assert_close(turned, x.flip(2).flip(3), atol=0.05, rtol=0)
+    moved = common.AugmentPipe.warp(x, common.translation(-3 * one, -2 * one))  # output(p) = input(p − (3, 2))
+    torch.testing.assert_close(moved[:, :, 10:, 10:], x[:, :, 8:-2, 7:-3], atol=0.02, rtol=0)
+
+
+def test_teacher_trains_with_augmentation(image_folder, tmp_path):
+    from conftest import run_script
+    out = str(tmp_path / 'aug')
+    r = run_script('teacher.py', '--dataset', image_folder, '--preset', 'tiny', '--augment', '0.5', '--batch', '8',
+                   '--total-kimg', '0.016', '--tick-kimg', '0.008', '--grid', '4', '--steps', '2', '--device', 'cpu',
+                   '--fid-ref', 'none', '--outdir', out)
+    assert r.returncode == 0, r.stderr
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    assert ck['net_config']['augment_dim'] == 9 and ck['config']['xflip'] == 0

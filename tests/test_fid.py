@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from PIL import Image
 
 import fid
 from conftest import run_script, shared_file, write_image_folder
@@ -249,3 +250,40 @@ def test_too_few_images_is_a_clear_error(tmp_path, tiny_detector):
     one = write_image_folder(str(tmp_path / 'one'), n_per_class=1, classes=('a',))
     r = run_script('fid.py', 'ref', '--dataset', one, '--out', str(tmp_path / 'x.npz'), '--inception', tiny_detector)
     assert r.returncode == 2 and 'at least 2 images' in r.stderr
+
+
+def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_detector, monkeypatch):
+    """Trainers allow TF32 for training; FID features must not see it. The in-loop path and `fid.py calc` give
+    identical statistics for the same images."""
+    import torch
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    for i, im in enumerate(images):
+        Image.fromarray(im.permute(1, 2, 0).numpy()).save(folder / f'{i:03d}.png')
+    seen = []
+    detector = fid.get_detector(tiny_detector, torch.device('cpu'))
+
+    def spy(x):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, x.dtype))
+        return detector(x)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', True)
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', True)
+    fid.features(spy, images[:2])
+    assert seen == [(False, False, torch.float32)]
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored afterwards
+    others = torch.randint(0, 200, (12, 3, 32, 32), dtype=torch.uint8)
+    ref_stats = fid.stats_from_batches(fid.image_batches(others, 5), detector, 'tf', 'cpu')
+    ref = str(tmp_path / 'ref.npz')
+    fid.save_stats(ref, *ref_stats.mean_cov(), 'tf', ref_stats.n)
+    in_loop = fid.fid_in_loop(lambda seeds: images[seeds], 12, ref, torch.device('cpu'), tiny_detector, batch=5)
+    cli_stats = str(tmp_path / 'cli.npz')
+    r = run_script('fid.py', 'calc', '--images', str(folder), '--ref', ref, '--inception', tiny_detector,
+                   '--batch', '7', '--save-stats', cli_stats, '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['fid12', f'{in_loop:.4f}'] and in_loop > 1
+    loop_stats = fid.stats_from_batches((images[i:i + 5] for i in range(0, 12, 5)), detector, 'tf', 'cpu')
+    mu, sigma, _, n = fid.load_stats(cli_stats)
+    assert n == 12
+    np.testing.assert_allclose(mu, loop_stats.mean_cov()[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sigma, loop_stats.mean_cov()[1], rtol=1e-10, atol=1e-12)

@@ -311,3 +311,68 @@ def test_one_step_trainers_under_torchrun_from_a_pickle_written_by_edm(tmp_path,
     assert 'world 2' in r.stdout and r.stdout.count('imported ') == 1  # one process imported, the other waited
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'generator')
     assert ck['net_config']['augment_dim'] == 9 and ck['cur_nimg'] == 12
+
+
+# ---------------------------------------------------------------- the classifier learns with the defaults
+
+def trained_teacher_and_reals(tiny_teacher):
+    data, teacher_path = tiny_teacher
+    teacher, _ = __import__('edm_import').load_teacher(teacher_path, torch.device('cpu'))
+    reals = common.BatchSampler(common.load_image_folder(data), 16, 'cpu', seed=0)
+    return teacher, reals
+
+
+def test_classifier_with_default_settings_learns_within_a_few_dozen_steps(tiny_teacher):
+    """The failure this guards against: a classifier at chance (BCE 2·ln 2 = 1.386) while the generator follows its
+    gradient. With the generator fixed (the teacher-initialised one-step generator, whose images differ visibly
+    from the real ones), the default classifier settings must bring a held-out BCE clearly below chance."""
+    torch.manual_seed(0)
+    args = score_free.parse_args(['--device', 'cpu'])
+    teacher, reals = trained_teacher_and_reals(tiny_teacher)
+    G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
+    G.eval()
+
+    def batch():
+        real, _ = next(reals)
+        with torch.no_grad():
+            fake = common.generate_one_step(G, torch.randn_like(real), args.sigma_init)
+        return fake, real, common.edm_sigma(real.shape[0], 'cpu', args.P_mean, args.P_std)
+    held_out = [batch() for _ in range(4)]
+
+    def held_out_bce():
+        with torch.no_grad():
+            return torch.stack([score_free.classifier_loss(cls, *b)[0].mean() for b in held_out]).mean().item()
+    assert held_out_bce() == pytest.approx(2 * np.log(2), abs=1e-6)  # zero head: exactly at chance
+    for _ in range(40):
+        loss = score_free.classifier_loss(cls, *batch())[0].mean()
+        opts[1].zero_grad()
+        loss.backward()
+        opts[1].step()
+    assert held_out_bce() < 1.0
+
+
+def test_generator_step_through_a_trained_classifier_lowers_its_fake_logit(tiny_teacher):
+    """Between the loss and the update there is no sign error: after the classifier has learned, one generator
+    step (its loss, backward, Adam) lowers the classifier's logit on the same generated batch."""
+    torch.manual_seed(0)
+    args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-4'])
+    teacher, reals = trained_teacher_and_reals(tiny_teacher)
+    G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
+    G.eval()
+    for _ in range(40):
+        real, _ = next(reals)
+        with torch.no_grad():
+            fake = common.generate_one_step(G, torch.randn_like(real), args.sigma_init)
+        loss = score_free.classifier_loss(cls, fake, real, common.edm_sigma(16, 'cpu'))[0].mean()
+        opts[1].zero_grad()
+        loss.backward()
+        opts[1].step()
+    cls.requires_grad_(False)
+    z, sigma, noise = torch.randn(16, 3, 32, 32), torch.full([16, 1, 1, 1], 0.5), torch.randn(16, 3, 32, 32)
+    logit = lambda: cls(common.generate_one_step(G, z, args.sigma_init) + sigma * noise, sigma).mean().item()
+    before = logit()
+    loss = score_free.generator_loss(cls, common.generate_one_step(G, z, args.sigma_init), sigma, noise, 'rkl').mean()
+    opts[0].zero_grad()
+    loss.backward()
+    opts[0].step()
+    assert logit() < before - 0.01

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The pilot behind score_free.py's defaults (issue "the paper's method must learn on real images"): one tiny
+# teacher on the JPEG copy of CIFAR-10, then Diff-Instruct and score-free variants from it with the same budget,
+# each scored by FID-2k (real Inception weights, TF pipeline) against 200 training images per class.
+# CPU scale: ~5 min per arm + ~4 min per FID on 2 cores. Runs that are done are skipped; run from the repo root.
+#   bash results/pilot_score_free.sh [arm ...]        (no arm: all of them)
+set -euo pipefail
+SHARED=${SHARED:-../shared}
+DATA=$SHARED/data/cifar10-jpeg-train.zip
+INCEPTION=$SHARED/fid/inception-2015-12-05.pt
+RUNS=${RUNS:-runs/pilot}
+TEACHER=$RUNS/teacher/checkpoint.pt
+REF=$RUNS/ref-200-per-class.npz
+mkdir -p "$RUNS"
+
+# 1. The teacher: tiny preset, 120 kimg (~25 min on 2 cores), resumable.
+if [ ! -f "$RUNS/teacher/done" ]; then
+  python teacher.py --dataset "$DATA" --preset tiny --batch 64 --lr 1e-3 --lr-rampup-kimg 10 \
+    --ema-halflife-kimg 10 --total-kimg 120 --tick-kimg 10 --snapshot-ticks 4 --fid-ref none --device cpu \
+    --outdir "$RUNS/teacher" $([ -f "$TEACHER" ] && echo --resume auto)
+  touch "$RUNS/teacher/done"
+fi
+[ -f "$REF" ] || python fid.py ref --dataset "$DATA" --per-class 200 --inception "$INCEPTION" --out "$REF"
+
+# 2. The arms: the same data, teacher, batch, generator lr, EMA and budget for every one.
+COMMON=(--dataset "$DATA" --teacher "$TEACHER" --batch 64 --lr 1e-4 --ema-halflife-kimg 2 --total-kimg 16
+        --tick-kimg 2 --snapshot-ticks 1000 --fid-ref none --device cpu)
+declare -A ARMS=(
+  [init]="score_free.py --lr 0 --total-kimg 0.064"   # the untrained teacher-initialised generator
+  [di]="diff_instruct.py --fake-lr 1e-4"
+)
+run_arm() {
+  local name=$1 script=$2; shift 2
+  local out=$RUNS/$name
+  [ -f "$out/generator.pt" ] || python "$script" "${COMMON[@]}" "$@" --outdir "$out"
+  [ -f "$out/fid2k.txt" ] || python fid.py calc --ckpt "$out/generator.pt" --num 2000 --ref "$REF" \
+    --inception "$INCEPTION" > "$out/fid2k.txt"
+  echo "$name $(cat "$out/fid2k.txt")"
+}
+[ -f "$RUNS/teacher/fid2k.txt" ] || python fid.py calc --ckpt "$TEACHER" --num 2000 --ref "$REF" \
+  --inception "$INCEPTION" > "$RUNS/teacher/fid2k.txt"
+echo "teacher (Heun, 35 NFE) $(cat "$RUNS/teacher/fid2k.txt")"
+for name in "${@:-${!ARMS[@]}}"; do
+  run_arm "$name" ${ARMS[$name]}
+done
