@@ -423,9 +423,24 @@ def setup_precision(device, precision, tf32):
         torch.backends.cudnn.benchmark = True
     if device.type != 'cuda' or precision == 'fp32':
         return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
     scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
-    return (lambda: torch.autocast('cuda', dtype=dtype)), scaler
+    return autocast_factory('cuda', precision), scaler
+
+
+def autocast_factory(device_type, precision):
+    """A no-argument factory of the autocast context of a precision (fp32: none). Also used on CPU by
+    --check-precision, which measures what bf16/fp16 would do to an update."""
+    if precision == 'fp32':
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
+    return lambda: torch.autocast(device_type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def full_precision(device_type):
+    """float32 inside (no autocast, no TF32), whatever the surrounding code runs in."""
+    with torch.autocast(device_type, enabled=False), exact_fp32():
+        yield
 
 
 @contextlib.contextmanager
@@ -438,6 +453,11 @@ def exact_fp32():
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def precision_name(device, precision):
+    """What the training passes run in, for the start-up line (on CPU always fp32: autocast is not used there)."""
+    return 'fp32' if device.type != 'cuda' or precision == 'fp32' else f'{precision} autocast'
 
 
 def make_adam(params, lr, betas, eps=1e-8, device=None):
@@ -475,6 +495,38 @@ def ema_update(ema, net, beta):
         p_ema.copy_(p_net.detach().lerp(p_ema, beta))
     for b_ema, b_net in zip(ema.buffers(), net.buffers()):
         b_ema.copy_(b_net)
+
+
+def check_precision(name, precision, gradient, train_step, checkpoints=(0, 1, 10, 100)):
+    """--check-precision: does the chosen mixed precision keep the direction of the generator's update? Along a
+    short fp32 run (train_step() = one fp32 iteration), at each checkpoint: the cosine between the generator
+    gradient of one fixed batch computed in `precision` and in fp32 with TF32 off. gradient(mixed) returns that
+    flattened gradient (mixed: under autocast, else in full precision) with the same randomness every call."""
+    results = []
+    for step in range(max(checkpoints) + 1):
+        if step in checkpoints:
+            ref, low = gradient(False), gradient(True)
+            if ref.norm() == 0:
+                cos, ratio = float('nan'), float('inf') if low.norm() > 0 else float('nan')
+            else:
+                cos = F.cosine_similarity(low.double(), ref.double(), dim=0).item()
+                ratio = (low.norm() / ref.norm()).item()
+            results.append((step, cos, ratio))
+            print(f'check-precision {name}: step {step:3d}  cosine({precision}, fp32) {cos:.4f}  '
+                  f'|g_{precision}| / |g_fp32| {ratio:.3f}', flush=True)
+        if step < max(checkpoints):
+            train_step()
+    return results
+
+
+def flat_params(net):
+    """All parameters of a network as one detached float32 vector (a copy)."""
+    return torch.cat([p.detach().flatten().float() for p in net.parameters()])
+
+
+def flat_grad(params):
+    """All parameter gradients as one float32 vector (zeros where a parameter got none)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in params])
 
 
 def count_flops(fn):
@@ -1013,8 +1065,10 @@ def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks):
     p.add_argument('--resume', default=None, help='checkpoint to continue, or "auto" = <outdir>/checkpoint.pt')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='auto', help='auto | cuda | cpu')
-    p.add_argument('--precision', default='bf16', help='bf16 (autocast) | fp16 (+ grad scaler) | fp32; CUDA only')
-    p.add_argument('--tf32', type=int, default=1, help='allow TF32 matmuls in fp32 parts')
+    p.add_argument('--precision', default='bf16', help='bf16 (autocast) | fp16 (+ grad scaler) | fp32; CUDA only '
+                   '(officially fp32; bf16 keeps the update\'s direction, see --check-precision and the README)')
+    p.add_argument('--tf32', type=int, default=0, help='allow TF32 in the fp32 parts (EDM and DI official: off; '
+                   'faster on Ampere and later, not measured by --check-precision)')
     p.add_argument('--compile', type=int, default=0, help='torch.compile the networks')
     p.add_argument('--tick-kimg', type=float, default=tick_kimg, help='progress line every this many kimg')
     p.add_argument('--snapshot-ticks', type=int, default=snapshot_ticks,
@@ -1025,6 +1079,9 @@ def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks):
     p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: fid.py calc 50k)')
     p.add_argument('--inception', default=None, help='local Inception weights for FID (offline); else downloaded')
     p.add_argument('--bench', action='store_true', help='time the training iteration on synthetic data and exit')
+    p.add_argument('--check-precision', action='store_true', help='print the cosine between the gradient in '
+                   '--precision (bf16 by default; emulated on CPU too) and in fp32 along a short fp32 run, and exit')
+    p.add_argument('--check-steps', default='0,1,10,100', help='--check-precision: after how many fp32 iterations')
     p.add_argument('--bench-steps', type=int, default=20)
 
 

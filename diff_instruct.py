@@ -13,6 +13,7 @@ denoisers evaluated without gradient, has gradient σ²(s_q − s_p) w.r.t. x₀
 Each iteration: fake-score step(s), then one generator step. Defaults follow the official CIFAR-10 code.
 """
 import argparse
+import contextlib
 import copy
 import os
 import time
@@ -50,10 +51,12 @@ def parse_args(argv=None):
     p.add_argument('--dropout-mode', default='official', choices=['official', 'eval'],
                    help='official: dropout on in training forward passes, the teacher and fake nets share masks '
                         'in the generator loss, G samples for the fake step without dropout; eval: no dropout')
-    p.add_argument('--ema-halflife-kimg', type=float, default=50, help='EMA half-life of G (ours)')
+    p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (DI official: 0.5 Mimg)')
     p.add_argument('--ema-rampup', type=float, default=0.05, help='EMA ramp-up ratio (EDM)')
     p.add_argument('--total-kimg', type=float, default=50000, help='generator images to train on (ours)')
     common.add_runtime_args(p, outdir='runs/diff_instruct', tick_kimg=10, snapshot_ticks=10)
+    p.add_argument('--exact-scores', type=int, default=1, help='teacher and fake denoiser passes of the generator '
+                   'step in fp32 under bf16/fp16 (ours, measured: see README; 2 of the 5 network passes per image)')
     p.add_argument('--preset', default='edm', help='network for --bench only (random weights)')
     args = p.parse_args(argv)
     if args.batch <= 0 or args.total_kimg <= 0 or args.fake_steps < 1 or args.sigma_init <= 0:
@@ -87,11 +90,14 @@ def same_randomness(device, *fns):
     return out
 
 
-def generator_loss(teacher, fake, x0, sigma, noise, labels=None):
+def generator_loss(teacher, fake, x0, sigma, noise, labels=None, exact_scores=True):
     """Σ_pixels (D_fake(x_σ) − D_teacher(x_σ))·x₀ per image, x_σ = x₀ + σ·noise; the denoisers get no gradient,
-    so ∂/∂x₀ = D_fake − D_teacher = σ²(s_q − s_p): Diff-Instruct's KL gradient with w(σ) = σ²."""
+    so ∂/∂x₀ = D_fake − D_teacher = σ²(s_q − s_p): Diff-Instruct's KL gradient with w(σ) = σ².
+    exact_scores: the two denoiser passes in float32 (no autocast, no TF32) whatever the precision around them.
+    Their difference is the whole signal and they are nearly equal networks, so in bf16 it is mostly rounding."""
     x_sigma = x0.detach() + sigma * noise
-    with torch.no_grad():
+    precision = common.full_precision(x0.device.type) if exact_scores else contextlib.nullcontext()
+    with torch.no_grad(), precision:
         D_p, D_q = same_randomness(x0.device, lambda: teacher(x_sigma, sigma, labels),
                                    lambda: fake(x_sigma, sigma, labels))
     return ((D_q - D_p).to(x0.dtype) * x0).flatten(1).sum(1)
@@ -147,7 +153,7 @@ def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device, pip
     with autocast():
         x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        loss_G = generator_loss(teacher_c, fake_c, x0, sigma, torch.randn_like(x0), labels).mean()
+        loss_G = generator_loss(teacher_c, fake_c, x0, sigma, torch.randn_like(x0), labels, args.exact_scores).mean()
     teacher.eval()
     opts[0].zero_grad(set_to_none=True)
     (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
@@ -175,6 +181,42 @@ def bench(args, device):
     # per image: fake step = G fwd + fake fwd/bwd (1 + 3); G step = G fwd/bwd + teacher + fake fwd (3 + 2)
     flops = f * (args.fake_steps * 4 + 5)
     common.run_bench('diff_instruct', step, args, device, flops, sum(p.numel() for p in G.parameters()))
+
+
+def check_precision(args, device):
+    """--check-precision: along 100 fp32 iterations from the teacher, the generator gradient of one fixed batch in
+    --precision (with the exact-scores setting given) against fp32. At step 0 the fake score equals the teacher,
+    so the exact gradient is zero and anything a low precision produces is noise."""
+    teacher, _ = edm_import.load_teacher(args.teacher, device, not args.no_download)
+    G, fake = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher).requires_grad_(True)
+    opts = [common.make_adam(n.parameters(), lr, args.betas, args.eps, device) for n, lr in ((G, args.lr),
+                                                                                         (fake, args.fake_lr))]
+    nets = wrap_nets(G, fake, teacher, args, device, 1)
+    augment = resolve_augment(args.augment, teacher)
+    pipe = common.AugmentPipe(augment) if augment else None
+    gen = torch.Generator(device).manual_seed(1)
+    shape = [args.batch, G.img_channels, G.img_resolution, G.img_resolution]
+    z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
+    sigma = (torch.randn([args.batch, 1, 1, 1], generator=gen, device=device) * args.P_std + args.P_mean).exp()
+    labels = common.random_labels(args.batch, teacher.label_dim, device)
+    mixed = common.autocast_factory(device.type, args.precision)
+
+    def gradient(low_precision):
+        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+            torch.manual_seed(2)  # the same dropout masks every time
+            G.zero_grad(set_to_none=True)
+            teacher.train(args.dropout_mode == 'official')
+            fake.train(args.dropout_mode == 'official')
+            with (mixed() if low_precision else common.full_precision(device.type)):
+                x0 = common.generate_one_step(G, z, args.sigma_init, labels)
+                generator_loss(teacher, fake, x0, sigma, noise, labels, args.exact_scores).mean().backward()
+            teacher.eval()
+            return common.flat_grad(G.parameters())
+    print(f'check-precision diff_instruct: {args.precision} autocast with exact_scores {args.exact_scores}, '
+          f'batch {args.batch}, teacher {args.teacher}')
+    steps = [int(k) for k in args.check_steps.split(',')]
+    common.check_precision('diff_instruct', args.precision, gradient, checkpoints=steps, train_step=lambda: iteration(
+        args, nets, opts, [None, None], contextlib.nullcontext, args.batch, teacher.label_dim, device, pipe))
 
 
 def train(args, rank, world, device, init_generator=None):
@@ -226,6 +268,9 @@ def train(args, rank, world, device, init_generator=None):
     common.print0(f'diff_instruct: teacher {teacher_path}  {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M '
                   f'params per net  σ_init {args.sigma_init}  fake-score augmentation {augment}  world {world}  '
                   f'device {device}', rank=rank)
+    p = common.precision_name(device, args.precision)
+    common.print0(f'precision: G and fake-score training {p}, teacher and fake denoisers in the generator step '
+                  f'{"fp32 (--exact-scores 1)" if args.exact_scores else p}, TF32 {"on" if args.tf32 else "off"}', rank=rank)
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)
@@ -275,7 +320,7 @@ def train(args, rank, world, device, init_generator=None):
 def main(argv=None):
     args = parse_args(argv)
     common.run_main(args, lambda rank, world, device: bench(args, device) if args.bench
-                    else train(args, rank, world, device))
+                    else check_precision(args, device) if args.check_precision else train(args, rank, world, device))
 
 
 if __name__ == '__main__':

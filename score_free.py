@@ -17,6 +17,7 @@ With w(σ) = σ² and h = 1 (reverse KL) its expected gradient is exactly Diff-I
 The classifier is the teacher U-Net's encoder half (same blocks and σ embedding), pooled, with a linear head.
 """
 import argparse
+import contextlib
 import copy
 import os
 import time
@@ -50,19 +51,24 @@ def parse_args(argv=None):
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
     p.add_argument('--batch', type=int, default=128, help='total batch (DI official)')
     p.add_argument('--lr', type=float, default=1e-5, help='generator Adam lr (DI official)')
-    p.add_argument('--cls-lr', type=float, default=1e-5, help='classifier Adam lr (DI\'s fake-score lr)')
+    p.add_argument('--cls-lr', type=float, default=1e-4, help='classifier Adam lr: 10x the generator\'s (pilot: at 1x '
+                   'the classifier stays at chance; see results/pilot_score_free.md)')
     p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='Adam betas, both nets (DI official)')
     p.add_argument('--eps', type=float, default=1e-8, help='Adam epsilon (DI official)')
-    p.add_argument('--cls-betas', type=float, nargs=2, default=[0.0, 0.999], help='classifier Adam betas')
+    p.add_argument('--cls-betas', type=float, nargs=2, default=[0.0, 0.999], help='classifier Adam betas (as DI\'s '
+                   'fake score)')
     p.add_argument('--lr-rampup-kimg', type=float, default=0, help='linear lr warm-up, both nets (ours: none)')
     p.add_argument('--cls-steps', type=int, default=1, help='classifier steps per generator step (ours: 1)')
-    p.add_argument('--cls-warmup', type=int, default=0,
-                   help='classifier steps before the first generator step (fresh runs only)')
+    p.add_argument('--cls-grad-penalty', type=float, default=0.0,
+                   help='γ of the classifier\'s gradient penalty γ/2·σ²‖∇ₓc‖² on real and generated samples (ours)')
+    p.add_argument('--cls-warmup', type=int, default=1000,
+                   help='iterations of classifier steps only before the first generator step, fresh runs (pilot: 100 '
+                        'at lr 1e-3 take the BCE from 1.386 to 0.33; scaled as 0.1 / --cls-lr)')
     p.add_argument('--cls-init', default='teacher', choices=['teacher', 'random'],
                    help='classifier encoder from the teacher (the paper) or random')
     p.add_argument('--cls-dropout', type=float, default=0.0, help='dropout in the classifier encoder (ours)')
     p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in G')
-    p.add_argument('--ema-halflife-kimg', type=float, default=50, help='EMA half-life of G (ours, as DI here)')
+    p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (as DI official: 0.5 Mimg)')
     p.add_argument('--ema-rampup', type=float, default=0.05, help='EMA ramp-up ratio (EDM)')
     p.add_argument('--total-kimg', type=float, default=50000, help='generator images to train on (ours)')
     common.add_runtime_args(p, outdir='runs/score_free', tick_kimg=10, snapshot_ticks=10)
@@ -104,14 +110,22 @@ def sigma_weight(sigma, kind):
     return sigma.flatten() ** 2 if kind == 'sigma2' else torch.ones_like(sigma.flatten())
 
 
-def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None):
+def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None, grad_penalty=0.0):
     """Binary cross-entropy, generated = 1, real = 0, both noised with the same σ; per pair of images.
     One forward pass over the concatenated batch (what DDP expects: one forward per backward).
-    Also returns the accuracy on each side (logit > 0 means 'generated')."""
+    grad_penalty γ adds γ/2·σ²‖∇ₓc‖² on both sides (an R1-style penalty, σ-scaled because the log-ratio's
+    gradient grows like 1/σ): it keeps the logit smooth, so that its input gradient, which is all the generator
+    sees, is less of an adversarial direction. Also returns the accuracy on each side (logit > 0 = generated)."""
     x = torch.cat([fake.detach() + sigma * torch.randn_like(fake), real + sigma * torch.randn_like(real)])
     labels = None if labels_fake is None else torch.cat([labels_fake, labels_real])
-    c_fake, c_real = classifier(x, torch.cat([sigma, sigma]), labels).chunk(2)
+    x.requires_grad_(grad_penalty > 0)
+    c = classifier(x, torch.cat([sigma, sigma]), labels)
+    c_fake, c_real = c.chunk(2)
     loss = F.softplus(-c_fake) + F.softplus(c_real)  # = −log σ(c_fake) − log(1 − σ(c_real))
+    if grad_penalty > 0:
+        g, = torch.autograd.grad(c.sum(), x, create_graph=True)
+        penalty = (torch.cat([sigma, sigma]) ** 2 * g.float() ** 2).flatten(1).sum(1)
+        loss = loss + grad_penalty / 2 * sum(penalty.chunk(2))
     return loss, (c_fake > 0).float().mean(), (c_real < 0).float().mean()
 
 
@@ -186,9 +200,10 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
     G, G_train, cls, cls_c, cls_train = nets
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     real, labels = next(reals)  # a conditional generator makes the classes of the real batch
-    labels = labels if G.label_dim else None
+    x0_labels = labels = labels if G.label_dim else None
     with torch.set_grad_enabled(train_G), autocast():
         x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
+    fake = x0
     cls.requires_grad_(True)
     for i in range(args.cls_steps):
         if i > 0:
@@ -198,8 +213,8 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
                 fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
         with autocast():
-            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, x0 if i == 0 else fake, real, sigma, labels,
-                                                           labels)
+            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, fake, real, sigma, labels, labels,
+                                                           args.cls_grad_penalty)
             loss_cls = loss_cls.mean()
         opts[1].zero_grad(set_to_none=True)
         (scalers[1].scale(loss_cls) if scalers[1] else loss_cls).backward()
@@ -210,7 +225,8 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
     cls.requires_grad_(False)  # φ frozen: gradients flow through c_φ into x₀ and on into G
     with autocast():
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, labels).mean()
+        loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight,
+                                x0_labels).mean()
     opts[0].zero_grad(set_to_none=True)
     (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
     common.optimizer_step(opts[0], G.parameters(), scalers[0])
@@ -265,6 +281,39 @@ def bench(args, device):
     common.run_bench('score_free', step, args, device, flops, sum(p.numel() for p in G.parameters()))
 
 
+def check_precision(args, device):
+    """--check-precision: after the classifier warm-up, along 100 fp32 iterations, the generator gradient of one
+    fixed batch in --precision against fp32 (TF32 off)."""
+    data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
+    reals = common.BatchSampler(data, args.batch, device, args.seed, 0, bool(args.xflip))
+    teacher, _ = edm_import.load_teacher(args.teacher, device, not args.no_download)
+    G, _, cls, opts = build_nets(teacher, args, device)
+    nets = (G, G, cls, cls, cls)
+    for _ in range(args.cls_warmup):
+        iteration(args, nets, opts, [None, None], contextlib.nullcontext, reals, args.batch, device, train_G=False)
+    gen = torch.Generator(device).manual_seed(1)
+    shape = [args.batch, G.img_channels, G.img_resolution, G.img_resolution]
+    z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
+    sigma = (torch.randn([args.batch, 1, 1, 1], generator=gen, device=device) * args.P_std + args.P_mean).exp()
+    labels = common.random_labels(args.batch, G.label_dim, device)
+    mixed = common.autocast_factory(device.type, args.precision)
+
+    def gradient(low_precision):
+        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+            torch.manual_seed(2)  # the same dropout masks every time
+            G.zero_grad(set_to_none=True)
+            cls.requires_grad_(False)
+            with (mixed() if low_precision else common.full_precision(device.type)):
+                x0 = common.generate_one_step(G, z, args.sigma_init, labels)
+                generator_loss(cls, x0, sigma, noise, args.divergence, args.weight, labels).mean().backward()
+            return common.flat_grad(G.parameters())
+    print(f'check-precision score_free: {args.precision} autocast, batch {args.batch}, divergence '
+          f'{args.divergence}, teacher {args.teacher}, after {args.cls_warmup} classifier warm-up steps')
+    steps = [int(k) for k in args.check_steps.split(',')]
+    common.check_precision('score_free', args.precision, gradient, checkpoints=steps, train_step=lambda: iteration(
+        args, nets, opts, [None, None], contextlib.nullcontext, reals, args.batch, device))
+
+
 def train(args, rank, world, device, init_generator=None):
     """init_generator(G, teacher, data, device), if given, re-initialises G in place before training (used by
     scratch_init.py for the initialisation study); by default G starts as the teacher."""
@@ -311,6 +360,8 @@ def train(args, rank, world, device, init_generator=None):
                   f'{sum(p.numel() for p in G.parameters()) / 1e6:.2f}M  classifier '
                   f'{sum(p.numel() for p in cls.parameters()) / 1e6:.2f}M ({args.cls_init} init)  '
                   f'world {world}  device {device}', rank=rank)
+    common.print0(f'precision: G and classifier {common.precision_name(device, args.precision)}, TF32 '
+                  f'{"on" if args.tf32 else "off"}', rank=rank)
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)
@@ -368,7 +419,7 @@ def train(args, rank, world, device, init_generator=None):
 def main(argv=None):
     args = parse_args(argv)
     common.run_main(args, lambda rank, world, device: bench(args, device) if args.bench
-                    else train(args, rank, world, device))
+                    else check_precision(args, device) if args.check_precision else train(args, rank, world, device))
 
 
 if __name__ == '__main__':

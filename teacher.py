@@ -131,6 +131,40 @@ def bench(args, device):
     common.run_bench('teacher', step, args, device, flops, sum(p.numel() for p in net.parameters()))
 
 
+def check_precision(args, device):
+    """--check-precision: along a short fp32 run of a fresh --preset net on the data, the cosine between the EDM
+    loss gradient of one fixed batch (same σ, noise and dropout masks) in --precision and in fp32."""
+    data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
+    label_dim = data.num_classes if args.cond else 0
+    sampler = common.BatchSampler(data, args.batch, device, args.seed, 0, bool(args.xflip))
+    net = common.to_device(common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout,
+                                            augment_dim(args)), device).train()
+    opt = common.make_adam(net.parameters(), args.lr, args.betas, args.eps, device)
+    pipe = common.AugmentPipe(args.augment) if args.augment else None
+    x, labels = next(sampler)
+    mixed = common.autocast_factory(device.type, args.precision)
+
+    def gradient(low_precision):
+        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+            torch.manual_seed(2)  # the same augmentation, σ, noise and dropout masks every time
+            net.zero_grad(set_to_none=True)
+            images, augment_labels = pipe(x) if pipe else (x, None)
+            with (mixed() if low_precision else common.full_precision(device.type)):
+                common.edm_loss(net, images, labels, args.P_mean, args.P_std,
+                                augment_labels=augment_labels).mean().backward()
+            return common.flat_grad(net.parameters())
+
+    def train_step():
+        images, batch_labels = next(sampler)
+        images, augment_labels = pipe(images) if pipe else (images, None)
+        opt.zero_grad(set_to_none=True)
+        common.edm_loss(net, images, batch_labels, args.P_mean, args.P_std, augment_labels=augment_labels).mean().backward()
+        common.optimizer_step(opt, net.parameters())
+    print(f'check-precision teacher: {args.precision} autocast, preset {args.preset}, batch {args.batch}')
+    common.check_precision('teacher', args.precision, gradient, train_step,
+                           checkpoints=[int(k) for k in args.check_steps.split(',')])
+
+
 def train(args, rank, world, device):
     torch.manual_seed(args.seed * world + rank)
     autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
@@ -177,7 +211,8 @@ def train(args, rank, world, device):
     net = common.to_device(net, device)
     model = common.ddp_wrap(common.maybe_compile(net, args.compile), device, world)
     common.print0(f'net: {args.preset}  {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params  '
-                  f'label_dim {label_dim}  world {world}  device {device}', rank=rank)
+                  f'label_dim {label_dim}  world {world}  device {device}  precision '
+                  f'{common.precision_name(device, args.precision)}  augment {args.augment}', rank=rank)
 
     # Fixed grid noise and the reals grid.
     grid_seeds = list(range(args.grid))
@@ -255,6 +290,7 @@ def main(argv=None):
         return common.run_main(args, lambda *_: edm_import.import_to_checkpoint(
             args.import_edm, os.path.join(args.outdir, 'checkpoint.pt'), allow_download=not args.no_download))
     common.run_main(args, lambda rank, world, device: bench(args, device) if args.bench
+                    else check_precision(args, device) if args.check_precision
                     else save_samples(args, device) if args.sample else train(args, rank, world, device))
 
 

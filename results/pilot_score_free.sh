@@ -28,6 +28,14 @@ COMMON=(--dataset "$DATA" --teacher "$TEACHER" --batch 64 --lr 1e-4 --ema-halfli
 declare -A ARMS=(
   [init]="score_free.py --lr 0 --total-kimg 0.064"   # the untrained teacher-initialised generator
   [di]="diff_instruct.py --fake-lr 1e-4"
+  # score-free, reverse KL: round 1's settings (classifier as DI's fake score: lr = generator lr, no warm-up)
+  [rkl_r1]="score_free.py --divergence rkl --cls-lr 1e-4 --cls-warmup 0 --weight sigma2 --cls-steps 1"
+  [rkl_w100_lr1e-3]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
+  [rkl_w100_lr1e-3_one]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --weight one --cls-steps 1"
+  [js_w100_lr1e-3]="score_free.py --divergence js --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
+  # the generator 3.3x slower than Diff-Instruct's, the classifier 33x faster than the generator
+  [rkl_w100_lr1e-3_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
+  [js_w100_lr1e-3_glr3e-5]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
@@ -40,6 +48,16 @@ run_arm() {
 [ -f "$RUNS/teacher/fid2k.txt" ] || python fid.py calc --ckpt "$TEACHER" --num 2000 --ref "$REF" \
   --inception "$INCEPTION" > "$RUNS/teacher/fid2k.txt"
 echo "teacher (Heun, 35 NFE) $(cat "$RUNS/teacher/fid2k.txt")"
+# 3. Screens: 4 kimg, no FID, to see whether the classifier keeps up with the generator.
+SCREEN=(--lr 1e-4 --cls-lr 1e-3 --cls-warmup 100 --total-kimg 4.096 --tick-kimg 1.024)
+screens() {
+  mkdir -p runs/screen
+  [ -f runs/screen/one/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --weight one --outdir runs/screen/one
+  [ -f runs/screen/k3/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --cls-steps 3 --outdir runs/screen/k3
+  [ -f runs/screen/glr3e-5/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --lr 3e-5 --outdir runs/screen/glr3e-5
+  [ -f runs/screen/gp1/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --cls-grad-penalty 1 --outdir runs/screen/gp1
+}
+[ "${1:-}" = screens ] && { screens; exit 0; }
 for name in "${@:-${!ARMS[@]}}"; do
   run_arm "$name" ${ARMS[$name]}
 done

@@ -281,7 +281,7 @@ def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_de
     r = run_script('fid.py', 'calc', '--images', str(folder), '--ref', ref, '--inception', tiny_detector,
                    '--batch', '7', '--save-stats', cli_stats, '--device', 'cpu')
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ['fid12', f'{in_loop:.4f}'] and in_loop > 1
+    assert r.stdout.split() == ['fid12', f'{in_loop:.4f}'] and in_loop > 0
     loop_stats = fid.stats_from_batches((images[i:i + 5] for i in range(0, 12, 5)), detector, 'tf', 'cpu')
     mu, sigma, _, n = fid.load_stats(cli_stats)
     assert n == 12

@@ -82,7 +82,7 @@ def test_study_runs_every_arm_and_writes_summary(tiny_teacher, tiny_detector, tm
                    '--init-batch', '4', '--mapping-pairs', '4', '--mapping-steps', '2',
                    '--dataset', data, '--teacher', teacher, '--batch', '4', '--total-kimg', '0.004',
                    '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', ref, '--fid-num', '4',
-                   '--inception', tiny_detector, '--divergence', 'js')
+                   '--inception', tiny_detector, '--divergence', 'js', '--cls-warmup', '2')
     assert r.returncode == 0, r.stderr
     summary = json.load(open(os.path.join(out, 'summary.json')))
     assert summary['method'] == 'score_free' and summary['config']['divergence'] == 'js'

@@ -115,3 +115,11 @@ def test_teacher_edm_preset_runs_under_torchrun(image_folder, tmp_path):
     assert 'edm  55.73M params' in r.stdout and 'world 2' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
     assert ck['cur_nimg'] == 4 and ck['net_config']['augment_dim'] == 9
+
+
+def test_teacher_check_precision_reports_the_cosine(image_folder):
+    r = run_script('teacher.py', '--check-precision', '--dataset', image_folder, '--preset', 'tiny', '--batch', '4',
+                   '--check-steps', '0,2', '--device', 'cpu')
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if 'cosine(bf16, fp32)' in l]
+    assert len(lines) == 2 and all(float(l.split('cosine(bf16, fp32)')[1].split()[0]) >= 0.99 for l in lines), r.stdout

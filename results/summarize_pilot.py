@@ -1,0 +1,66 @@
+"""Turn the pilot's runs (results/pilot_score_free.sh) into results/pilot_score_free.md: no number typed by hand.
+
+  python results/summarize_pilot.py [runs/pilot]
+"""
+import json
+import os
+import sys
+
+import torch
+
+
+def arm_row(path):
+    """One table row from a run folder: its flags (from generator.pt), FID-2k and the classifier's log."""
+    ckpt = torch.load(os.path.join(path, 'generator.pt'), map_location='cpu', weights_only=True)
+    cfg = ckpt['config']
+    ticks = [json.loads(line) for line in open(os.path.join(path, 'log.jsonl')) if '"tick"' in line]
+    fid_file = os.path.join(path, 'fid2k.txt')
+    fid = open(fid_file).read().split()[1] if os.path.isfile(fid_file) else 'n/a'
+    later = ticks[len(ticks) // 2:]  # the second half of the run
+    mean = lambda key: sum(t[key] for t in later) / len(later)
+    row = {'arm': os.path.basename(path), 'method': ckpt['method'], 'G lr': cfg['lr'],
+           'img/s': f'{sum(t["img/s"] for t in ticks) / len(ticks):.1f}', 'fid2k': fid}
+    if ckpt['method'] == 'score_free':
+        row.update({'divergence': cfg['divergence'], 'classifier lr': cfg['cls_lr'], 'warm-up': cfg['cls_warmup'],
+                    'cls steps': cfg['cls_steps'], 'grad penalty': cfg.get('cls_grad_penalty', 0.0),
+                    'w(σ)': cfg['weight'], 'BCE (2nd half)': f'{mean("loss_cls"):.3f}',
+                    'acc fake / real (2nd half)': f'{mean("acc_fake"):.2f} / {mean("acc_real"):.2f}'})
+    else:
+        row.update({'divergence': 'ikl (DI)', 'classifier lr': f'fake score {cfg["fake_lr"]}', 'warm-up': '-',
+                    'w(σ)': 'σ²', 'BCE (2nd half)': '-', 'acc fake / real (2nd half)': '-', 'cls steps': '-',
+                    'grad penalty': '-'})
+    return row
+
+
+def table(root, cols):
+    arms = sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, 'generator.pt')))
+    rows = [arm_row(os.path.join(root, a)) for a in arms]
+    return ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)] + [
+        '| ' + ' | '.join(str(r[c]) for c in cols) + ' |' for r in rows]
+
+
+def main(root='runs/pilot', screens='runs/screen'):
+    cols = ['arm', 'method', 'divergence', 'G lr', 'classifier lr', 'warm-up', 'w(σ)', 'BCE (2nd half)',
+            'acc fake / real (2nd half)', 'img/s', 'fid2k']
+    teacher = os.path.join(root, 'teacher', 'fid2k.txt')
+    lines = ['# Pilot: score-free vs Diff-Instruct on real images (CPU scale)', '',
+             'Made by `python results/summarize_pilot.py` from the runs of `bash results/pilot_score_free.sh`.',
+             'JPEG CIFAR-10 (lossy: these FIDs compare only with each other), tiny teacher (120 kimg), every arm',
+             '16 kimg at batch 64 from it; FID-2k against 200 training images per class, TF pipeline, real weights.',
+             '']
+    if os.path.isfile(teacher):
+        lines += [f'Teacher, Heun 35 NFE: {open(teacher).read().strip()}', '']
+    lines += table(root, cols)
+    if os.path.isdir(screens):
+        lines += ['', '## Screens: 4 kimg, does the classifier keep up? (no FID)', '',
+                  'The same settings for 4 kimg (`bash results/pilot_score_free.sh screens`); the classifier\'s',
+                  'BCE (chance: 2 ln 2 = 1.386; with a gradient penalty the logged loss includes it) and accuracy',
+                  'over the second half of the run. Warm-up counts iterations of `cls steps` classifier steps.', '']
+        lines += table(screens, [c for c in cols if c != 'fid2k'] + ['cls steps', 'grad penalty'])
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pilot_score_free.md')
+    open(out, 'w').write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main(*sys.argv[1:])
