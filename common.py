@@ -519,6 +519,27 @@ def check_precision(name, precision, gradient, train_step, checkpoints=(0, 1, 10
     return results
 
 
+def fixed_generator_batch(G, batch, P_mean, P_std, device, seed=1):
+    """z, noise, σ (EDM's log-normal) and labels of one fixed batch of the one-step generator (--check-precision)."""
+    gen = torch.Generator(device).manual_seed(seed)
+    shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
+    z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
+    sigma = (torch.randn([batch, 1, 1, 1], generator=gen, device=device) * P_std + P_mean).exp()
+    return z, noise, sigma, random_labels(batch, G.label_dim, device)
+
+
+def seeded_gradient(params, device, loss_fn, seed=2):
+    """The gradient of loss_fn() w.r.t. params as one vector, the RNG reset first (the same dropout masks and
+    noise every call) and restored after."""
+    params = list(params)
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        torch.manual_seed(seed)
+        for p in params:
+            p.grad = None
+        loss_fn().backward()
+    return flat_grad(params)
+
+
 def flat_params(net):
     """All parameters of a network as one detached float32 vector (a copy)."""
     return torch.cat([p.detach().flatten().float() for p in net.parameters()])

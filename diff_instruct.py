@@ -194,24 +194,19 @@ def check_precision(args, device):
     nets = wrap_nets(G, fake, teacher, args, device, 1)
     augment = resolve_augment(args.augment, teacher)
     pipe = common.AugmentPipe(augment) if augment else None
-    gen = torch.Generator(device).manual_seed(1)
-    shape = [args.batch, G.img_channels, G.img_resolution, G.img_resolution]
-    z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
-    sigma = (torch.randn([args.batch, 1, 1, 1], generator=gen, device=device) * args.P_std + args.P_mean).exp()
-    labels = common.random_labels(args.batch, teacher.label_dim, device)
+    z, noise, sigma, labels = common.fixed_generator_batch(G, args.batch, args.P_mean, args.P_std, device)
     mixed = common.autocast_factory(device.type, args.precision)
 
     def gradient(low_precision):
-        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-            torch.manual_seed(2)  # the same dropout masks every time
-            G.zero_grad(set_to_none=True)
+        def loss():
             teacher.train(args.dropout_mode == 'official')
             fake.train(args.dropout_mode == 'official')
             with (mixed() if low_precision else common.full_precision(device.type)):
                 x0 = common.generate_one_step(G, z, args.sigma_init, labels)
-                generator_loss(teacher, fake, x0, sigma, noise, labels, args.exact_scores).mean().backward()
-            teacher.eval()
-            return common.flat_grad(G.parameters())
+                return generator_loss(teacher, fake, x0, sigma, noise, labels, args.exact_scores).mean()
+        g = common.seeded_gradient(G.parameters(), device, loss)
+        teacher.eval()
+        return g
     print(f'check-precision diff_instruct: {args.precision} autocast with exact_scores {args.exact_scores}, '
           f'batch {args.batch}, teacher {args.teacher}')
     steps = [int(k) for k in args.check_steps.split(',')]

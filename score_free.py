@@ -291,22 +291,16 @@ def check_precision(args, device):
     nets = (G, G, cls, cls, cls)
     for _ in range(args.cls_warmup):
         iteration(args, nets, opts, [None, None], contextlib.nullcontext, reals, args.batch, device, train_G=False)
-    gen = torch.Generator(device).manual_seed(1)
-    shape = [args.batch, G.img_channels, G.img_resolution, G.img_resolution]
-    z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
-    sigma = (torch.randn([args.batch, 1, 1, 1], generator=gen, device=device) * args.P_std + args.P_mean).exp()
-    labels = common.random_labels(args.batch, G.label_dim, device)
+    z, noise, sigma, labels = common.fixed_generator_batch(G, args.batch, args.P_mean, args.P_std, device)
     mixed = common.autocast_factory(device.type, args.precision)
 
     def gradient(low_precision):
-        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-            torch.manual_seed(2)  # the same dropout masks every time
-            G.zero_grad(set_to_none=True)
-            cls.requires_grad_(False)
+        def loss():
+            cls.requires_grad_(False)  # the classifier is frozen in the generator step
             with (mixed() if low_precision else common.full_precision(device.type)):
                 x0 = common.generate_one_step(G, z, args.sigma_init, labels)
-                generator_loss(cls, x0, sigma, noise, args.divergence, args.weight, labels).mean().backward()
-            return common.flat_grad(G.parameters())
+                return generator_loss(cls, x0, sigma, noise, args.divergence, args.weight, labels).mean()
+        return common.seeded_gradient(G.parameters(), device, loss)
     print(f'check-precision score_free: {args.precision} autocast, batch {args.batch}, divergence '
           f'{args.divergence}, teacher {args.teacher}, after {args.cls_warmup} classifier warm-up steps')
     steps = [int(k) for k in args.check_steps.split(',')]

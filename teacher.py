@@ -145,14 +145,12 @@ def check_precision(args, device):
     mixed = common.autocast_factory(device.type, args.precision)
 
     def gradient(low_precision):
-        with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-            torch.manual_seed(2)  # the same augmentation, σ, noise and dropout masks every time
-            net.zero_grad(set_to_none=True)
+        def loss():
             images, augment_labels = pipe(x) if pipe else (x, None)
             with (mixed() if low_precision else common.full_precision(device.type)):
-                common.edm_loss(net, images, labels, args.P_mean, args.P_std,
-                                augment_labels=augment_labels).mean().backward()
-            return common.flat_grad(net.parameters())
+                return common.edm_loss(net, images, labels, args.P_mean, args.P_std,
+                                       augment_labels=augment_labels).mean()
+        return common.seeded_gradient(net.parameters(), device, loss)  # same augmentation, σ, noise, dropout
 
     def train_step():
         images, batch_labels = next(sampler)
