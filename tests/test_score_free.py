@@ -10,6 +10,7 @@ import torch
 
 import common
 import diff_instruct
+import edm_import
 import score_free
 from conftest import Gaussian1D, gauss_hermite_2d, run_script
 
@@ -340,7 +341,7 @@ def classifier_against_fixed_generator(tiny_teacher, real_images, steps):
     settings (teacher encoder, zero head, Adam β = (0, 0.999), lr 1e-3) trained for `steps` steps."""
     torch.manual_seed(0)
     args = score_free.parse_args(['--device', 'cpu', '--cls-lr', '1e-3', '--lr', '1e-3'])
-    teacher, _ = __import__('edm_import').load_teacher(tiny_teacher[1], torch.device('cpu'))
+    teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
     reals = common.BatchSampler(common.load_image_folder(real_images), 16, 'cpu', seed=0)
     G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
     G.eval()
@@ -403,7 +404,7 @@ def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_te
     import contextlib
     torch.manual_seed(0)
     args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3', '--cls-lr', '1e-3'])
-    teacher, _ = __import__('edm_import').load_teacher(tiny_teacher[1], torch.device('cpu'))
+    teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
     reals = common.BatchSampler(common.load_image_folder(tiny_teacher[0]), 16, 'cpu', seed=0)
     G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
     calls = []
