@@ -252,7 +252,7 @@ def test_too_few_images_is_a_clear_error(tmp_path, tiny_detector):
     assert r.returncode == 2 and 'at least 2 images' in r.stderr
 
 
-def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_detector, monkeypatch):
+def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_detector):
     """Trainers allow TF32 for training; FID features must not see it. The in-loop path and `fid.py calc` give
     identical statistics for the same images."""
     import torch
@@ -267,11 +267,16 @@ def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_de
     def spy(x):
         seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, x.dtype))
         return detector(x)
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', True)
-    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', True)
-    fid.features(spy, images[:2])
-    assert seen == [(False, False, torch.float32)]
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored afterwards
+    # Set and restore by hand: these are __setattr__ hooks on torch's modules, which pytest>=9.2's monkeypatch
+    # mistakes for plain instance attributes (its undo then fails with AttributeError).
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        fid.features(spy, images[:2])
+        assert seen == [(False, False, torch.float32)]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # restored afterwards
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     others = torch.randint(0, 200, (12, 3, 32, 32), dtype=torch.uint8)
     ref_stats = fid.stats_from_batches(fid.image_batches(others, 5), detector, 'tf', 'cpu')
     ref = str(tmp_path / 'ref.npz')
