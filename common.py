@@ -1098,6 +1098,7 @@ def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks):
     p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
                    'cached) | none | a .npz from fid.py ref')
     p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: fid.py calc 50k)')
+    p.add_argument('--fid-at-start', type=int, default=0, help='one-step trainers: also FID the initial generator')
     p.add_argument('--inception', default=None, help='local Inception weights for FID (offline); else downloaded')
     p.add_argument('--bench', action='store_true', help='time the training iteration on synthetic data and exit')
     p.add_argument('--check-precision', action='store_true', help='print the cosine between the gradient in '
@@ -1135,12 +1136,13 @@ def check_finite(values, cur_nimg):
 
 def save_one_step_snapshot(outdir, state, sample, grid_seeds, done):
     """Training checkpoint (everything needed to resume), a grid from fixed seeds, and at the end the light
-    generator.pt that fid.py calc reads (kind 'generator': EMA weights, config and σ_init only)."""
+    generator.pt that fid.py calc reads (kind 'generator': EMA weights, config and σ_init; a score-free run also
+    keeps its classifier there, the verifier of fid.py calc --verifier-k)."""
     save_checkpoint(os.path.join(outdir, 'checkpoint.pt'), state)
     save_grid(sample(grid_seeds), os.path.join(outdir, f'fakes_{state["cur_nimg"] // 1000:06d}.png'))
     if done:
-        save_checkpoint(os.path.join(outdir, 'generator.pt'), {
-            k: state[k] for k in ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema')})
+        keys = ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema', 'classifier')
+        save_checkpoint(os.path.join(outdir, 'generator.pt'), {k: state[k] for k in keys if k in state})
 
 
 def print0(*args, rank=0, **kwargs):

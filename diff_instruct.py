@@ -272,6 +272,9 @@ def train(args, rank, world, device, init_generator=None):
     if rank == 0 and not resume:
         common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
         common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
+    if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
+        log({'kimg': 0.0, fid.metric_name(args.fid_num): fid.fid_in_loop(sample, args.fid_num, fid_ref, device,
+                                                                       args.inception, rank, world)})
 
     tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
     while True:

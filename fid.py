@@ -483,12 +483,20 @@ def image_batches(images, batch):
         yield images[i:i + batch]
 
 
-def checkpoint_sampler(path, device, steps=18):
-    """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA)."""
+def checkpoint_sampler(path, device, steps=18, verifier_k=1, verifier_sigma=0.1, verifier_rule='resample'):
+    """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA); with
+    verifier_k > 1, a score-free generator's samples are chosen among k candidates by its own classifier."""
     ckpt = common.load_checkpoint(path, ('teacher', 'generator'))
     net = common.net_from_config(ckpt['net_config']).to(device).eval().requires_grad_(False)
     net.load_state_dict(ckpt['ema'])
     shape = [net.img_channels, net.img_resolution, net.img_resolution]
+    if verifier_k > 1:
+        import score_free  # only here: score_free.py itself imports this module
+        if ckpt['kind'] != 'generator':
+            raise ValueError(f'--verifier-k needs a score-free generator, and {path} is a {ckpt["kind"]}')
+        cls = score_free.load_classifier(ckpt, device)
+        return score_free.verified_sampler(net, cls, ckpt['sigma_init'], device, verifier_k, verifier_sigma,
+                                           verifier_rule), ckpt['kind']
 
     def sample(seeds):
         z = common.seeded_latents(seeds, shape, device)
@@ -543,6 +551,11 @@ def main(argv=None):
     calc.add_argument('--ref', required=True, help='reference statistics .npz')
     calc.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM: 18)')
     calc.add_argument('--save-stats', default=None, help='also write the samples\' statistics here')
+    calc.add_argument('--verifier-k', type=int, default=1, help='score-free generators: candidates per image, chosen '
+                      'by the classifier (the ratio as a verifier, DiffRatio v5); 1 = off')
+    calc.add_argument('--verifier-sigma', type=float, default=0.1, help='σ at which the classifier scores them (ours)')
+    calc.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'],
+                      help='resample: ∝ e^{-c} (importance resampling, ours); best: the smallest c')
     bench = sub.add_parser('bench', help='time feature extraction and one 2048x2048 Frechet distance')
     bench.add_argument('--num', type=int, default=100, help='random 32x32 images to push through the network')
     for q in (ref, calc, bench):
@@ -576,7 +589,10 @@ def main(argv=None):
             images = common.load_image_folder(args.images).images
             batches, num = image_batches(images, args.batch), len(images)
         else:
-            sample, kind = checkpoint_sampler(args.ckpt, device, args.steps)
+            if args.verifier_k < 1 or args.verifier_sigma <= 0:
+                raise ValueError('--verifier-k must be at least 1 and --verifier-sigma positive')
+            sample, kind = checkpoint_sampler(args.ckpt, device, args.steps, args.verifier_k, args.verifier_sigma,
+                                              args.verifier_rule)
             seeds = list(range(args.num))
             batches, num = (sample(seeds[i:i + args.batch]) for i in range(0, args.num, args.batch)), args.num
         stats = stats_from_batches(batches, detector, args.mode, device, log_every=5000)

@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--cond', type=int, default=0, help='class-conditional (needs a conditional teacher)')
     p.add_argument('--divergence', default='rkl', help=f'one of {DIVERGENCES} (the paper\'s family; rkl = DiKL)')
     p.add_argument('--sigma-init', type=float, default=1.0, help='σ at which G evaluates the net (as DI: 1.0)')
-    p.add_argument('--weight', default='sigma2', choices=['sigma2', 'one'],
+    p.add_argument('--weight', default='sigma2', choices=WEIGHTS,
                    help='w(σ): sigma2 makes rkl the exact counterpart of Diff-Instruct (ours, spec)')
     p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, classifier and generator (EDM / DI)')
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
@@ -66,6 +66,9 @@ def parse_args(argv=None):
                         'at lr 1e-3 take the BCE from 1.386 to 0.33; scaled as 0.1 / --cls-lr)')
     p.add_argument('--cls-init', default='teacher', choices=['teacher', 'random'],
                    help='classifier encoder from the teacher (the paper) or random')
+    p.add_argument('--cls-head', default='pool', choices=['pool', 'multi', 'unet'],
+                   help='pool: deepest encoder features, pooled, linear (the spec); multi: every resolution, MLP; '
+                        'unet: the whole teacher U-Net\'s last features')
     p.add_argument('--cls-dropout', type=float, default=0.0, help='dropout in the classifier encoder (ours)')
     p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in G')
     p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (as DI official: 0.5 Mimg)')
@@ -106,8 +109,21 @@ def f_weight(logit, divergence):
     raise ValueError(f'unknown divergence {divergence!r}; choose one of {DIVERGENCES}')
 
 
-def sigma_weight(sigma, kind):
-    return sigma.flatten() ** 2 if kind == 'sigma2' else torch.ones_like(sigma.flatten())
+WEIGHTS = ('sigma2', 'damped', 'one')
+
+
+def sigma_weight(sigma, kind, sigma_data=0.5):
+    """w(σ) of the generator loss. sigma2: Diff-Instruct's (exact with an exact ratio, where σ²∇ₓc* = D_q − D_p
+    stays bounded); damped: σ²·σ_d²/(σ² + σ_d²), the same at small σ but bounded by σ_d² at large σ, where a
+    learned classifier is at chance yet its σ²-weighted input gradient grows like σ; one: w = 1."""
+    sigma = sigma.flatten()
+    if kind == 'sigma2':
+        return sigma ** 2
+    if kind == 'damped':
+        return sigma ** 2 * sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+    if kind == 'one':
+        return torch.ones_like(sigma)
+    raise ValueError(f'unknown weight {kind!r}; choose one of {WEIGHTS}')
 
 
 def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None, grad_penalty=0.0):
@@ -141,17 +157,35 @@ class Classifier(nn.Module):
     σ embedding and encoder blocks (same names, so the teacher's weights load), then GroupNorm, SiLU, global
     average pooling and a linear head. Class-conditional: + ⟨label projection, pooled features⟩."""
 
-    def __init__(self, teacher_config, dropout=0.0):
+    def __init__(self, teacher_config, dropout=0.0, head='pool'):
         super().__init__()
         cfg = dict(teacher_config)
         self.sigma_data, self.label_dim = cfg.pop('sigma_data'), cfg['label_dim']
         res, ch = cfg.pop('img_resolution'), cfg.pop('img_channels')
         cfg['dropout'] = dropout
         self.model = common.SongUNet(img_resolution=res, in_channels=ch, out_channels=ch, **cfg)
-        del self.model.dec  # the encoder half only
-        width = list(self.model.enc.values())[-1].out_channels
-        self.head_norm = common.GroupNorm(width)
-        self.head = common.Linear(width, 1, init_weight=0)  # starts at logit 0: h(c) neutral, ratio 1
+        self.head_kind = head
+        if head == 'unet':  # the whole U-Net: its last decoder features (before the output conv), pooled
+            del self.model.dec[f'{res}x{res}_aux_conv']
+            width = self.model.dec[f'{res}x{res}_aux_norm'].weight.numel()
+            self.head = common.Linear(width, 1, init_weight=0)
+        else:
+            del self.model.dec  # the encoder half only
+        if head == 'pool':  # the spec: deepest features, pooled, one linear unit
+            width = list(self.model.enc.values())[-1].out_channels
+            self.head_norm = common.GroupNorm(width)
+            self.head = common.Linear(width, 1, init_weight=0)  # starts at logit 0: h(c) neutral, ratio 1
+        elif head == 'multi':  # the last features of every resolution, pooled, then a two-layer MLP
+            names = list(self.model.enc)
+            last = {name.split('_')[0]: i for i, name in enumerate(names)}  # resolution -> its last output
+            self.levels = sorted(last.values())
+            widths = [self.model.enc[names[i]].out_channels for i in self.levels]
+            self.head_norms = nn.ModuleList(common.GroupNorm(w) for w in widths)
+            width = sum(widths)
+            self.head_hidden = common.Linear(width, width)
+            self.head = common.Linear(width, 1, init_weight=0)
+        elif head != 'unet':
+            raise ValueError(f'unknown classifier head {head!r}; choose pool, multi or unet')
         self.label_proj = common.Linear(self.label_dim, width, bias=False, init_weight=0) if self.label_dim else None
 
     def forward(self, x, sigma, class_labels=None):
@@ -164,9 +198,16 @@ class Classifier(nn.Module):
             labels = (torch.zeros([x.shape[0], self.label_dim], device=x.device) if class_labels is None
                       else class_labels.to(torch.float32))
         emb = self.model.embed((sigma.log() / 4).flatten(), labels)
-        h = self.model.encode(c_in * x, emb)[-1]
-        h = F.silu(self.head_norm(h)).mean(dim=(2, 3))
-        logit = self.head(h)[:, 0]
+        features = self.model.encode(c_in * x, emb)
+        if self.head_kind == 'pool':
+            h = F.silu(self.head_norm(features[-1])).mean(dim=(2, 3))
+            logit = self.head(h)[:, 0]
+        elif self.head_kind == 'unet':
+            h = F.silu(self.model.decode(features, emb)).mean(dim=(2, 3))  # decode ends with aux_norm now
+            logit = self.head(h)[:, 0]
+        else:
+            h = torch.cat([F.silu(norm(features[i])).mean(dim=(2, 3)) for i, norm in zip(self.levels, self.head_norms)], 1)
+            logit = self.head(F.silu(self.head_hidden(h)))[:, 0]
         if self.label_proj is not None:
             logit = logit + (self.label_proj(labels).to(h.dtype) * h).sum(1)
         return logit.float()
@@ -178,6 +219,51 @@ class Classifier(nn.Module):
         if missing:
             raise ValueError(f'teacher weights do not fit the classifier encoder: {missing[:5]}')
         self.load_state_dict({k: teacher_state[k] for k in own}, strict=False)
+
+
+VERIFIER_RULES = ('resample', 'best')
+
+
+def load_classifier(ckpt, device):
+    """The classifier saved with a score-free run (generator.pt or checkpoint.pt), frozen."""
+    if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
+        raise ValueError('the ratio verifier needs a score-free checkpoint with its classifier (a generator.pt '
+                         'written by score_free.py)')
+    config = ckpt['config']
+    cls = Classifier(ckpt['net_config'], config.get('cls_dropout', 0.0), config.get('cls_head', 'pool'))
+    cls.load_state_dict(ckpt['classifier'])
+    return cls.to(device).eval().requires_grad_(False)
+
+
+def verified_sampler(G, cls, sigma_init, device, k, sigma=0.1, rule='resample'):
+    """sample(seeds) -> uint8 images, with the density ratio as a verifier (the paper's v5, "DiffRatio"): draw k
+    one-step candidates per image, score each by the classifier's logit c = log q_σ/p_σ at a small σ, and keep
+      resample  candidate j with probability ∝ e^{−c_j} = p_σ/q_σ: self-normalised importance resampling from the
+                generator towards the data (with an exact ratio, k → ∞ draws from p_σ); keeps diversity
+      best      the candidate with the smallest c (best-of-k: sharper, but it trades diversity away)
+    Every random choice comes from per-seed streams: image i depends only on seed i, and k = 1 is the plain
+    one-step sampler (candidate j of seed s has latent seed s·k + j)."""
+    shape = [G.img_channels, G.img_resolution, G.img_resolution]
+
+    @torch.no_grad()
+    def sample(seeds):
+        candidates = [int(s) * k + j for s in seeds for j in range(k)]
+        labels = common.seeded_labels(seeds, G.label_dim, device)
+        labels = None if labels is None else labels.repeat_interleave(k, 0)
+        x = common.generate_one_step(G, common.seeded_latents(candidates, shape, device), sigma_init, labels)
+        if k == 1:
+            return common.to_uint8(x)
+        noise = common.seeded_latents([c + (2 << 40) for c in candidates], shape, device)
+        c = cls(x + sigma * noise, torch.full([len(candidates)], float(sigma), device=device), labels)
+        c = c.reshape(len(seeds), k)
+        if rule == 'best':
+            pick = c.argmin(1)
+        else:
+            pick = torch.stack([torch.multinomial(torch.softmax(-row.double().cpu(), 0), 1,
+                                                  generator=torch.Generator().manual_seed(int(s) + (3 << 40)))[0]
+                                for row, s in zip(c, seeds)]).to(device)
+        return common.to_uint8(x.reshape(len(seeds), k, *shape)[torch.arange(len(seeds), device=device), pick])
+    return sample
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -240,7 +326,7 @@ def build_nets(teacher, args, device):
             if isinstance(m, common.UNetBlock):
                 m.dropout = args.dropout
     G.train()
-    cls = common.to_device(Classifier(teacher.config, args.cls_dropout), device)
+    cls = common.to_device(Classifier(teacher.config, args.cls_dropout, args.cls_head), device)
     if args.cls_init == 'teacher':
         cls.load_teacher_encoder(teacher.state_dict())
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -362,6 +448,9 @@ def train(args, rank, world, device, init_generator=None):
     if rank == 0 and not resume:
         common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
         common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
+    if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
+        log({'kimg': 0.0, fid.metric_name(args.fid_num): fid.fid_in_loop(sample, args.fid_num, fid_ref, device,
+                                                                       args.inception, rank, world)})
 
     if cur_nimg == 0 and args.cls_warmup:  # the classifier learns to tell the two apart before G follows it
         t0 = time.time()
