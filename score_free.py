@@ -31,6 +31,7 @@ import edm_import
 import fid
 
 DIVERGENCES = ('rkl', 'js', 'fkl', 'hellinger')
+WEIGHTS = ('sigma2', 'damped', 'one', 'normalized')
 
 
 def parse_args(argv=None):
@@ -46,7 +47,9 @@ def parse_args(argv=None):
     p.add_argument('--divergence', default='rkl', help=f'one of {DIVERGENCES} (the paper\'s family; rkl = DiKL)')
     p.add_argument('--sigma-init', type=float, default=1.0, help='σ at which G evaluates the net (as DI: 1.0)')
     p.add_argument('--weight', default='sigma2', choices=WEIGHTS,
-                   help='w(σ): sigma2 makes rkl the exact counterpart of Diff-Instruct (ours, spec)')
+                   help='w(σ): sigma2 makes rkl the exact counterpart of Diff-Instruct (spec); damped bounds it at '
+                        'large σ; one; normalized rescales each image\'s ∇ₓc to unit RMS (see sigma_weight, '
+                        'normalized_generator_loss and results/pilot_score_free.md)')
     p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, classifier and generator (EDM / DI)')
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
     p.add_argument('--batch', type=int, default=128, help='total batch (DI official)')
@@ -69,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument('--cls-head', default='pool', choices=['pool', 'multi', 'unet'],
                    help='pool: deepest encoder features, pooled, linear (the spec); multi: every resolution, MLP; '
                         'unet: the whole teacher U-Net\'s last features')
+    p.add_argument('--cls-loss', default='image', choices=['image', 'patch'],
+                   help='image: one BCE per image on the pooled logit (the spec); patch: one BCE per location of the '
+                        'head applied before pooling (as PatchGAN), the logit the generator sees is their mean')
     p.add_argument('--cls-dropout', type=float, default=0.0, help='dropout in the classifier encoder (ours)')
     p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in G')
     p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (as DI official: 0.5 Mimg)')
@@ -81,6 +87,8 @@ def parse_args(argv=None):
         p.error(f'--divergence must be one of {DIVERGENCES}, not {args.divergence!r}')
     if args.batch <= 0 or args.total_kimg <= 0 or args.cls_steps < 1 or args.sigma_init <= 0:
         p.error('--batch, --total-kimg, --cls-steps and --sigma-init must be positive')
+    if args.cls_loss == 'patch' and args.cls_head == 'multi':
+        p.error('--cls-loss patch needs per-location logits: --cls-head pool or unet')
     if args.bench and args.preset not in common.PRESETS:
         p.error(f'--preset must be one of {sorted(common.PRESETS)}')
     return args
@@ -109,9 +117,6 @@ def f_weight(logit, divergence):
     raise ValueError(f'unknown divergence {divergence!r}; choose one of {DIVERGENCES}')
 
 
-WEIGHTS = ('sigma2', 'damped', 'one')
-
-
 def sigma_weight(sigma, kind, sigma_data=0.5):
     """w(σ) of the generator loss. sigma2: Diff-Instruct's (exact with an exact ratio, where σ²∇ₓc* = D_q − D_p
     stays bounded); damped: σ²·σ_d²/(σ² + σ_d²), the same at small σ but bounded by σ_d² at large σ, where a
@@ -126,7 +131,8 @@ def sigma_weight(sigma, kind, sigma_data=0.5):
     raise ValueError(f'unknown weight {kind!r}; choose one of {WEIGHTS}')
 
 
-def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None, grad_penalty=0.0):
+def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real=None, grad_penalty=0.0,
+                    per_location=False):
     """Binary cross-entropy, generated = 1, real = 0, both noised with the same σ; per pair of images.
     One forward pass over the concatenated batch (what DDP expects: one forward per backward).
     grad_penalty γ adds γ/2·σ²‖∇ₓc‖² on both sides (an R1-style penalty, σ-scaled because the log-ratio's
@@ -135,9 +141,12 @@ def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real
     x = torch.cat([fake.detach() + sigma * torch.randn_like(fake), real + sigma * torch.randn_like(real)])
     labels = None if labels_fake is None else torch.cat([labels_fake, labels_real])
     x.requires_grad_(grad_penalty > 0)
-    c = classifier(x, torch.cat([sigma, sigma]), labels)
+    c = classifier(x, torch.cat([sigma, sigma]), labels, per_location=True) if per_location else \
+        classifier(x, torch.cat([sigma, sigma]), labels)
     c_fake, c_real = c.chunk(2)
     loss = F.softplus(-c_fake) + F.softplus(c_real)  # = −log σ(c_fake) − log(1 − σ(c_real))
+    if per_location:  # one BCE per patch, averaged; the image's logit (for the accuracy) is the patches' mean
+        loss, c_fake, c_real = loss.flatten(1).mean(1), c_fake.flatten(1).mean(1), c_real.flatten(1).mean(1)
     if grad_penalty > 0:
         g, = torch.autograd.grad(c.sum(), x, create_graph=True)
         penalty = (torch.cat([sigma, sigma]) ** 2 * g.float() ** 2).flatten(1).sum(1)
@@ -148,8 +157,25 @@ def classifier_loss(classifier, fake, real, sigma, labels_fake=None, labels_real
 def generator_loss(classifier, x0, sigma, noise, divergence, weight='sigma2', labels=None):
     """Per image: w(σ)·stopgrad(h(c))·c_φ(x₀ + σ·noise, σ). The classifier's weights are not updated here, but
     the gradient flows through c_φ into x₀ and on into the generator: ∇ = w·h(c)·∇ₓc ∂x/∂θ."""
+    if weight == 'normalized':
+        return normalized_generator_loss(classifier, x0, sigma, noise, divergence, labels)
     c = classifier(x0 + sigma * noise, sigma, labels)
     return sigma_weight(sigma, weight) * f_weight(c, divergence).detach() * c
+
+
+def normalized_generator_loss(classifier, x0, sigma, noise, divergence, labels=None):
+    """As generator_loss, but each image's ∇ₓc is rescaled to unit RMS per pixel before h(c) multiplies it (cf. DMD's normalisation
+    of its score difference): a BCE-trained classifier saturates where the two sides are easy to tell apart (small
+    σ), so its input gradient there is orders of magnitude smaller than the true log-ratio's, and with w = σ² the
+    update would come almost only from large σ, where only global statistics differ. The surrogate
+    Σ_pixels stopgrad(g)·x₀ has gradient g w.r.t. x₀ (as Diff-Instruct's)."""
+    x = (x0 + sigma * noise).detach().requires_grad_(True)
+    with torch.enable_grad():
+        c = classifier(x, sigma, labels)
+        g, = torch.autograd.grad(c.sum(), x)
+    g = g.float() / g.float().flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-20).reshape(-1, 1, 1, 1)
+    g = g * f_weight(c, divergence).detach().reshape(-1, 1, 1, 1)  # the member's weight survives the rescaling
+    return (g * x0.float()).flatten(1).sum(1)
 
 
 class Classifier(nn.Module):
@@ -188,7 +214,7 @@ class Classifier(nn.Module):
             raise ValueError(f'unknown classifier head {head!r}; choose pool, multi or unet')
         self.label_proj = common.Linear(self.label_dim, width, bias=False, init_weight=0) if self.label_dim else None
 
-    def forward(self, x, sigma, class_labels=None):
+    def forward(self, x, sigma, class_labels=None, per_location=False):
         x = x.to(torch.float32)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
         sigma = sigma.expand(x.shape[0], 1, 1, 1)
@@ -199,15 +225,21 @@ class Classifier(nn.Module):
                       else class_labels.to(torch.float32))
         emb = self.model.embed((sigma.log() / 4).flatten(), labels)
         features = self.model.encode(c_in * x, emb)
-        if self.head_kind == 'pool':
-            h = F.silu(self.head_norm(features[-1])).mean(dim=(2, 3))
-            logit = self.head(h)[:, 0]
-        elif self.head_kind == 'unet':
-            h = F.silu(self.model.decode(features, emb)).mean(dim=(2, 3))  # decode ends with aux_norm now
-            logit = self.head(h)[:, 0]
-        else:
+        if self.head_kind == 'multi':
             h = torch.cat([F.silu(norm(features[i])).mean(dim=(2, 3)) for i, norm in zip(self.levels, self.head_norms)], 1)
             logit = self.head(F.silu(self.head_hidden(h)))[:, 0]
+            if per_location:
+                raise ValueError('the multi head has no per-location logits (--cls-loss patch needs pool or unet)')
+        else:  # a linear head on pooled features = the mean of the same linear head applied at every location
+            f = self.head_norm(features[-1]) if self.head_kind == 'pool' else self.model.decode(features, emb)
+            f = F.silu(f)  # (the unet's decode ends with aux_norm: its output conv was removed)
+            if per_location:
+                logit = self.head(f.permute(0, 2, 3, 1))[..., 0]  # [batch, H, W]: one logit per patch
+                if self.label_proj is not None:
+                    logit = logit + torch.einsum('bc,bchw->bhw', self.label_proj(labels).to(f.dtype), f)
+                return logit.float()
+            h = f.mean(dim=(2, 3))
+            logit = self.head(h)[:, 0]
         if self.label_proj is not None:
             logit = logit + (self.label_proj(labels).to(h.dtype) * h).sum(1)
         return logit.float()
@@ -300,7 +332,7 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
         with autocast():
             loss_cls, acc_fake, acc_real = classifier_loss(cls_train, fake, real, sigma, labels, labels,
-                                                           args.cls_grad_penalty)
+                                                           args.cls_grad_penalty, args.cls_loss == 'patch')
             loss_cls = loss_cls.mean()
         opts[1].zero_grad(set_to_none=True)
         (scalers[1].scale(loss_cls) if scalers[1] else loss_cls).backward()
@@ -423,8 +455,9 @@ def train(args, rank, world, device, init_generator=None):
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
         same_run = ['dataset', 'teacher', 'cond', 'divergence', 'sigma_init', 'weight', 'batch', 'cls_steps', 'seed',
-                    'xflip']
-        common.check_resume_config(ckpt['config'], vars(args), same_run)
+                    'xflip', 'cls_head', 'cls_loss']
+        common.check_resume_config(ckpt['config'], vars(args), same_run,
+                                   defaults={'cls_head': 'pool', 'cls_loss': 'image'})
         if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
             raise ValueError(f'{resume!r} is not a score-free training checkpoint')
         for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):

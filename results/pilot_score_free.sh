@@ -4,6 +4,7 @@
 # each scored by FID-2k (real Inception weights, TF pipeline) against 200 training images per class.
 # CPU scale: ~5 min per arm + ~4 min per FID on 2 cores. Runs that are done are skipped; run from the repo root.
 #   bash results/pilot_score_free.sh [arm ...]        (no arm: all of them)
+#   bash results/pilot_score_free.sh screens | screens2 [name ...]
 set -euo pipefail
 SHARED=${SHARED:-../shared}
 DATA=$SHARED/data/cifar10-jpeg-train.zip
@@ -36,6 +37,15 @@ declare -A ARMS=(
   # the generator 3.3x slower than Diff-Instruct's, the classifier 33x faster than the generator
   [rkl_w100_lr1e-3_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
   [js_w100_lr1e-3_glr3e-5]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
+  # Diff-Instruct's official generator lr (1e-5) for both methods, the classifier still at 1e-3 (100x)
+  [di_glr1e-5]="diff_instruct.py --lr 1e-5 --fake-lr 1e-5"
+  [rkl_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
+  # each image's classifier gradient rescaled to unit RMS (--weight normalized): mid and small σ count too
+  [rkl_norm]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --weight normalized"
+  [rkl_norm_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized"
+  [rkl_norm_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized"
+  [js_norm]="score_free.py --divergence js --cls-lr 1e-3 --cls-warmup 100 --weight normalized"
+  [js_glr1e-5]="score_free.py --divergence js --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
@@ -57,7 +67,28 @@ screens() {
   [ -f runs/screen/glr3e-5/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --lr 3e-5 --outdir runs/screen/glr3e-5
   [ -f runs/screen/gp1/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --cls-grad-penalty 1 --outdir runs/screen/gp1
 }
+# 4. Screens with FID: 4 kimg at generator lr 1e-4, FID-1k, one variable changed at a time (round 2).
+SCREEN2=(--lr 1e-4 --cls-lr 1e-3 --cls-warmup 100 --total-kimg 4.096 --tick-kimg 1.024)
+declare -A SCREENS2=(
+  [base]=""                                        # the pilot's settings
+  [damped]="--weight damped"                       # w = σ²σ_d²/(σ²+σ_d²): large σ damped
+  [unet]="--cls-head unet"                         # the whole teacher U-Net as the classifier (4.9x params)
+  [patch]="--cls-loss patch"                       # one BCE per 16x16 location (PatchGAN-style)
+  [b9]="--cls-betas 0.9 0.999"                     # classifier Adam with momentum
+  [b9_norm]="--cls-betas 0.9 0.999 --weight normalized"
+)
+screens2() {
+  mkdir -p runs/screen2
+  for name in "${@:-${!SCREENS2[@]}}"; do
+    local out=runs/screen2/$name
+    [ -f "$out/generator.pt" ] || python score_free.py "${COMMON[@]}" "${SCREEN2[@]}" ${SCREENS2[$name]} --outdir "$out"
+    [ -f "$out/fid1k.txt" ] || python fid.py calc --ckpt "$out/generator.pt" --num 1000 --ref "$REF" \
+      --inception "$INCEPTION" > "$out/fid1k.txt"
+    echo "$name $(cat "$out/fid1k.txt")"
+  done
+}
 [ "${1:-}" = screens ] && { screens; exit 0; }
+[ "${1:-}" = screens2 ] && { shift; screens2 "$@"; exit 0; }
 for name in "${@:-${!ARMS[@]}}"; do
   run_arm "$name" ${ARMS[$name]}
 done

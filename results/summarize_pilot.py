@@ -14,21 +14,25 @@ def arm_row(path):
     ckpt = torch.load(os.path.join(path, 'generator.pt'), map_location='cpu', weights_only=True)
     cfg = ckpt['config']
     ticks = [json.loads(line) for line in open(os.path.join(path, 'log.jsonl')) if '"tick"' in line]
-    fid_file = os.path.join(path, 'fid2k.txt')
-    fid = open(fid_file).read().split()[1] if os.path.isfile(fid_file) else 'n/a'
+    fids = {}
+    for name in ('fid2k', 'fid1k'):
+        f = os.path.join(path, name + '.txt')
+        fids[name] = open(f).read().split()[1] if os.path.isfile(f) else 'n/a'
     later = ticks[len(ticks) // 2:]  # the second half of the run
     mean = lambda key: sum(t[key] for t in later) / len(later)
     row = {'arm': os.path.basename(path), 'method': ckpt['method'], 'G lr': cfg['lr'],
-           'img/s': f'{sum(t["img/s"] for t in ticks) / len(ticks):.1f}', 'fid2k': fid}
+           'img/s': f'{sum(t["img/s"] for t in ticks) / len(ticks):.1f}', **fids}
     if ckpt['method'] == 'score_free':
         row.update({'divergence': cfg['divergence'], 'classifier lr': cfg['cls_lr'], 'warm-up': cfg['cls_warmup'],
                     'cls steps': cfg['cls_steps'], 'grad penalty': cfg.get('cls_grad_penalty', 0.0),
                     'w(σ)': cfg['weight'], 'BCE (2nd half)': f'{mean("loss_cls"):.3f}',
+                    'head / loss': f'{cfg.get("cls_head", "pool")} / {cfg.get("cls_loss", "image")}',
+                    'classifier β1': cfg['cls_betas'][0],
                     'acc fake / real (2nd half)': f'{mean("acc_fake"):.2f} / {mean("acc_real"):.2f}'})
     else:
         row.update({'divergence': 'ikl (DI)', 'classifier lr': f'fake score {cfg["fake_lr"]}', 'warm-up': '-',
                     'w(σ)': 'σ²', 'BCE (2nd half)': '-', 'acc fake / real (2nd half)': '-', 'cls steps': '-',
-                    'grad penalty': '-'})
+                    'grad penalty': '-', 'head / loss': '-', 'classifier β1': '-'})
     return row
 
 
@@ -39,7 +43,7 @@ def table(root, cols):
         '| ' + ' | '.join(str(r[c]) for c in cols) + ' |' for r in rows]
 
 
-def main(root='runs/pilot', screens='runs/screen'):
+def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
     cols = ['arm', 'method', 'divergence', 'G lr', 'classifier lr', 'warm-up', 'w(σ)', 'BCE (2nd half)',
             'acc fake / real (2nd half)', 'img/s', 'fid2k']
     teacher = os.path.join(root, 'teacher', 'fid2k.txt')
@@ -57,6 +61,11 @@ def main(root='runs/pilot', screens='runs/screen'):
                   'BCE (chance: 2 ln 2 = 1.386; with a gradient penalty the logged loss includes it) and accuracy',
                   'over the second half of the run. Warm-up counts iterations of `cls steps` classifier steps.', '']
         lines += table(screens, [c for c in cols if c != 'fid2k'] + ['cls steps', 'grad penalty'])
+    if os.path.isdir(screens2):
+        lines += ['', '## Screens with FID: 4 kimg at generator lr 1e-4, one change at a time', '',
+                  '`bash results/pilot_score_free.sh screens2`: classifier lr 1e-3, warm-up 100, 4 kimg, FID-1k of',
+                  'the EMA generator against the same reference (1,000 samples: compare only within this table).', '']
+        lines += table(screens2, [c for c in cols if c != 'fid2k'] + ['head / loss', 'classifier β1', 'fid1k'])
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pilot_score_free.md')
     open(out, 'w').write('\n'.join(lines) + '\n')
     print('\n'.join(lines))

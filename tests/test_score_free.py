@@ -2,11 +2,13 @@
 each f-divergence and against Diff-Instruct's; a classifier trained with the implemented loss recovers the
 log-ratio's gradient and drives a generator to the data; the script end to end."""
 import json
+import math
 import os
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import common
 import diff_instruct
@@ -195,12 +197,13 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     args = ['--dataset', data, '--teacher', teacher, *SF, '--snapshot-ticks', '2', '--lr', '1e-3', '--cls-lr', '1e-3']
     r = run_script('score_free.py', *args, '--total-kimg', '0.016', '--outdir', full, '--fid-ref', ref,
-                   '--fid-num', '8', '--inception', detector)
+                   '--fid-num', '8', '--inception', detector, '--fid-at-start', '1')
     assert r.returncode == 0, r.stderr
     assert {'checkpoint.pt', 'generator.pt', 'reals.png', 'fakes_init.png', 'log.jsonl'} <= set(os.listdir(full))
     lines = [json.loads(l) for l in open(os.path.join(full, 'log.jsonl'))]
-    assert {'loss_cls', 'loss_G', 'acc_fake', 'acc_real', 'img/s', 'mem_gb'} <= set(lines[0])
-    assert any('fid8' in l for l in lines)
+    assert lines[0]['kimg'] == 0 and 'fid8' in lines[0]  # --fid-at-start: the curve starts at the initial G
+    assert {'loss_cls', 'loss_G', 'acc_fake', 'acc_real', 'img/s', 'mem_gb'} <= set(lines[1])
+    assert sum('fid8' in l for l in lines) == 3  # start, 8 and 16 images
     assert run_script('score_free.py', *args, '--total-kimg', '0.008', '--outdir', part).returncode == 0
     r = run_script('score_free.py', *args, '--total-kimg', '0.016', '--outdir', part, '--resume', 'auto')
     assert r.returncode == 0 and 'resumed' in r.stdout, r.stderr
@@ -215,6 +218,15 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
     r = run_script('fid.py', 'calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref,
                    '--inception', detector)
     assert r.returncode == 0 and r.stdout.startswith('fid6 '), r.stderr
+    # the ratio as a verifier: generator.pt carries the classifier; k = 1 is the plain sampler, k = 4 differs
+    for k, rule in (('1', 'resample'), ('4', 'resample'), ('4', 'best')):
+        v = run_script('fid.py', 'calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref,
+                       '--inception', detector, '--verifier-k', k, '--verifier-rule', rule)
+        assert v.returncode == 0, v.stderr
+        assert (v.stdout == r.stdout) == (k == '1'), (k, rule, v.stdout, r.stdout)
+    r = run_script('fid.py', 'calc', '--ckpt', teacher, '--num', '6', '--ref', ref, '--inception', detector,
+                   '--verifier-k', '2')
+    assert r.returncode == 2 and 'needs a score-free generator' in r.stderr
 
 
 def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_teacher, tiny_detector, tmp_path):
@@ -251,6 +263,7 @@ def test_score_free_bench_prints_figures():
 @pytest.mark.parametrize('args,message', [
     (['--divergence', 'tv'], '--divergence must be one of'),
     (['--cls-steps', '0'], 'must be positive'),
+    (['--cls-head', 'multi', '--cls-loss', 'patch'], '--cls-loss patch needs per-location logits'),
 ])
 def test_score_free_bad_flags(args, message):
     r = run_script('score_free.py', *args)
@@ -276,6 +289,32 @@ def test_classifier_loss_is_bce_with_generated_as_one():
                             -sig(torch.tensor(-0.5)).log() - (1 - sig(torch.tensor(0.4))).log()])
     torch.testing.assert_close(loss, expected)
     assert acc_fake.item() == 0.5 and acc_real.item() == 0.5
+
+
+def test_patch_loss_is_the_mean_bce_of_per_location_logits_whose_mean_is_the_image_logit():
+    torch.manual_seed(0)
+    teacher = common.build_net('tiny', 32, 3, 0, 0.0)
+    for head in ('pool', 'unet'):
+        cls = score_free.Classifier(teacher.config, head=head)
+        cls.load_teacher_encoder(teacher.state_dict())
+        torch.nn.init.normal_(cls.head.weight)
+        torch.nn.init.normal_(cls.head.bias)
+        x, sigma = torch.randn(3, 3, 32, 32), torch.tensor([0.1, 1.0, 5.0])
+        per_location = cls(x, sigma, per_location=True)
+        assert per_location.shape == ((3, 16, 16) if head == 'pool' else (3, 32, 32))
+        torch.testing.assert_close(per_location.mean(dim=(1, 2)), cls(x, sigma), atol=1e-5, rtol=1e-5)
+        fake, real, s = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.ones(2, 1, 1, 1)
+        torch.manual_seed(1)
+        loss, acc_fake, acc_real = score_free.classifier_loss(cls, fake, real, s, per_location=True)
+        torch.manual_seed(1)  # the same noise, by hand
+        xs = torch.cat([fake + s * torch.randn_like(fake), real + s * torch.randn_like(real)])
+        c_fake, c_real = cls(xs, torch.ones(4), per_location=True).chunk(2)
+        expected = (F.softplus(-c_fake) + F.softplus(c_real)).flatten(1).mean(1)
+        torch.testing.assert_close(loss, expected)
+        assert acc_fake == (c_fake.flatten(1).mean(1) > 0).float().mean()
+    multi = score_free.Classifier(teacher.config, head='multi')
+    multi.load_teacher_encoder(teacher.state_dict())
+    assert multi(torch.randn(2, 3, 32, 32), torch.ones(2)).shape == (2,)
 
 
 @pytest.mark.parametrize('script', ['score_free.py', 'diff_instruct.py'])
@@ -419,3 +458,64 @@ def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_te
     score_free.iteration(args, (G, G, cls, cls, cls), opts, [None, None], contextlib.nullcontext, reals, 16,
                          torch.device('cpu'))
     assert len(calls) == 3  # one pass with gradient, two no-grad samples for the extra classifier steps
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in classifier: candidate j of every image gets the logit logits[j], whatever the image."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits, self.calls = torch.tensor(logits, dtype=torch.float32), []
+
+    def forward(self, x, sigma, labels=None):
+        self.calls.append(sigma)
+        return self.logits.repeat(x.shape[0] // len(self.logits))
+
+
+def test_verifier_keeps_candidates_by_the_ratio_and_k1_is_the_plain_sampler():
+    G = common.build_net('tiny', 32, 3, 0, 0.0).eval()
+    cpu = torch.device('cpu')
+    seeds, k = [3, 7, 11], 4
+    plain = common.one_step_sampler(G, 1.0, cpu)(seeds)
+    assert torch.equal(score_free.verified_sampler(G, FixedLogits([0.0]), 1.0, cpu, 1)(seeds), plain)
+    candidates = common.one_step_sampler(G, 1.0, cpu)([s * k + j for s in seeds for j in range(k)])
+    candidates = candidates.reshape(len(seeds), k, 3, 32, 32)
+    cls = FixedLogits([3.0, -60.0, 2.0, 5.0])  # candidate 1: by far the largest p/q = e^{-c}
+    for rule in ('best', 'resample'):  # e^{-c} puts all but ~e^{-62} of the mass on candidate 1
+        out = score_free.verified_sampler(G, cls, 1.0, cpu, k, sigma=0.05, rule=rule)(seeds)
+        assert torch.equal(out, candidates[:, 1]), rule
+    assert torch.equal(cls.calls[-1], torch.full([len(seeds) * k], 0.05))
+    # resampling draws with probabilities softmax(-c), and image i depends only on seed i
+    n = 400
+    draw = score_free.verified_sampler(G, FixedLogits([0.0, 0.0, math.log(2), 50.0]), 1.0, cpu, k)
+    picks = draw(list(range(n)))
+    assert torch.equal(picks[n - 20:], draw(list(range(n - 20, n))))
+    all_c = common.one_step_sampler(G, 1.0, cpu)([s * k + j for s in range(n) for j in range(k)]).reshape(n, k, -1)
+    chosen = torch.tensor([next(j for j in range(k) if torch.equal(picks[i].flatten(), all_c[i, j])) for i in range(n)])
+    freq = torch.bincount(chosen, minlength=k).double() / n  # expected 0.4, 0.4, 0.2, ~0
+    assert freq[3] == 0 and (freq[:3] - torch.tensor([0.4, 0.4, 0.2], dtype=torch.double)).abs().max() < 0.05
+
+
+def test_sigma_weights_and_the_normalized_generator_gradient():
+    sigma = torch.tensor([0.1, 0.5, 2.0, 10.0])
+    torch.testing.assert_close(score_free.sigma_weight(sigma, 'sigma2'), sigma ** 2)
+    torch.testing.assert_close(score_free.sigma_weight(sigma, 'damped'), sigma ** 2 * 0.25 / (sigma ** 2 + 0.25))
+    torch.testing.assert_close(score_free.sigma_weight(sigma, 'one'), torch.ones(4))
+    torch.manual_seed(0)
+    teacher = common.build_net('tiny', 32, 3, 0, 0.0)
+    cls = score_free.Classifier(teacher.config)
+    cls.load_teacher_encoder(teacher.state_dict())
+    torch.nn.init.normal_(cls.head.weight)
+    cls.requires_grad_(False)
+    x0 = torch.randn(4, 3, 32, 32, requires_grad=True)
+    noise = torch.randn_like(x0)
+    s = sigma.reshape(-1, 1, 1, 1)
+    for div in ('rkl', 'js'):
+        x0.grad = None
+        score_free.generator_loss(cls, x0, s, noise, div, 'normalized').sum().backward()
+        x = (x0.detach() + s * noise).requires_grad_(True)
+        c = cls(x, s)
+        g, = torch.autograd.grad(c.sum(), x)
+        rms = g.flatten(1).pow(2).mean(1).sqrt().reshape(-1, 1, 1, 1)
+        expected = score_free.f_weight(c, div).reshape(-1, 1, 1, 1) * g / rms  # h(c)·∇ₓc at unit RMS per image
+        torch.testing.assert_close(x0.grad, expected, rtol=1e-5, atol=1e-7)
