@@ -168,14 +168,15 @@ def normalized_generator_loss(classifier, x0, sigma, noise, divergence, labels=N
     of its score difference): a BCE-trained classifier saturates where the two sides are easy to tell apart (small
     σ), so its input gradient there is orders of magnitude smaller than the true log-ratio's, and with w = σ² the
     update would come almost only from large σ, where only global statistics differ. The surrogate
-    Σ_pixels stopgrad(g)·x₀ has gradient g w.r.t. x₀ (as Diff-Instruct's)."""
+    Σ_pixels stopgrad(g)·x₀ has gradient g w.r.t. x₀ (as Diff-Instruct's); the value returned is h(c)·c."""
     x = (x0 + sigma * noise).detach().requires_grad_(True)
     with torch.enable_grad():
         c = classifier(x, sigma, labels)
         g, = torch.autograd.grad(c.sum(), x)
     g = g.float() / g.float().flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-20).reshape(-1, 1, 1, 1)
-    g = g * f_weight(c, divergence).detach().reshape(-1, 1, 1, 1)  # the member's weight survives the rescaling
-    return (g * x0.float()).flatten(1).sum(1)
+    h = f_weight(c, divergence).detach()
+    surrogate = (g * h.reshape(-1, 1, 1, 1) * x0.float()).flatten(1).sum(1)  # h survives the rescaling
+    return surrogate - surrogate.detach() + h * c.detach()  # its value, for the log: h(c)·c
 
 
 class Classifier(nn.Module):

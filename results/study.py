@@ -131,7 +131,8 @@ def run(args):
             continue
         if script == 'scratch_init.py':
             shutil.rmtree(out, ignore_errors=True)  # scratch_init.py does not resume: start the arm again
-            cmd = [script, '--method', 'score_free', '--outdir', os.path.dirname(out), '--fid-at-start', '1'] + extra
+            cmd = [script, '--method', args.init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1']
+            cmd += extra
             cmd += cfg['init']
         else:
             resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
@@ -140,7 +141,8 @@ def run(args):
                 '--fid-num', fid_num, '--inception', p['inception']] + cfg['arm']
         os.makedirs(os.path.dirname(out), exist_ok=True)
         wall = sh(cmd, os.path.join(p['arms'], name + '.log'))
-        write_json(os.path.join(out, 'wall.json'), {'wall_s': round(wall, 1)})
+        method = args.init_method if script == 'scratch_init.py' else script[:-3]
+        write_json(os.path.join(out, 'wall.json'), {'wall_s': round(wall, 1), 'method': method})
     # 3. The ratio as a verifier: the reverse-KL score-free generator with k candidates per image.
     gen = os.path.join(arm_dir(p, 'sf_rkl'), 'generator.pt')
     if os.path.isfile(gen):
@@ -171,9 +173,10 @@ def read_arm(out):
             ticks.append(rec)
     grids = sorted(glob.glob(os.path.join(out, 'fakes_[0-9]*.png')))
     wall = os.path.join(out, 'wall.json')
-    return {'curve': sorted(curve), 'metric': metric, 'last': ticks[-1] if ticks else {},
+    meta = json.load(open(wall)) if os.path.isfile(wall) else {}
+    return {'method': meta.get('method', 'score_free'), 'curve': sorted(curve), 'metric': metric, 'last': ticks[-1] if ticks else {},
             'img_s': sum(t['img/s'] for t in ticks) / len(ticks) if ticks else float('nan'),
-            'wall_s': json.load(open(wall))['wall_s'] if os.path.isfile(wall) else float('nan'),
+            'wall_s': meta.get('wall_s', float('nan')),
             'grid': grids[-1] if grids else None, 'init_grid': os.path.join(out, 'fakes_init.png'),
             'done': os.path.isfile(os.path.join(out, 'generator.pt'))}
 
@@ -203,13 +206,16 @@ def verdicts(arms, init_fid):
         verdict = 'held' if ratio <= 1.10 else 'did not hold at this scale'
         out.append(('2', verdict, f'best score-free arm {best_name}: FID {best_sf:.1f} vs Diff-Instruct {di:.1f} '
                     f'(ratio {ratio:.2f}; competitive = within 10%)'))
-    teacher, random = final_fid(arms.get('sf_rkl')), final_fid(arms.get('init_random'))
+    # the initialisation arms train one method; their teacher-initialised counterpart is that method's main arm
+    init_method = next((arms[n]['method'] for n in arms if n.startswith('init_')), 'score_free')
+    ref = 'di' if init_method == 'diff_instruct' else 'sf_rkl'
+    teacher, random = final_fid(arms.get(ref)), final_fid(arms.get('init_random'))
     if teacher is None or random is None:
         out.append(('3', 'not decidable yet', 'the teacher-initialised or the random arm is missing'))
     else:
         fails = init_fid is not None and random >= init_fid
         verdict = 'held' if teacher < random / 1.10 else 'did not hold at this scale'
-        out.append(('3', verdict, f'teacher init FID {teacher:.1f} vs random init {random:.1f}'
+        out.append(('3', verdict, f'{init_method}: teacher init FID {teacher:.1f} ({ref}) vs random init {random:.1f}'
                     + (f'; random ends no better than the untrained teacher-initialised generator ({init_fid:.1f})'
                        if fails else '')))
     others = {n: final_fid(arms.get(n)) for n in ('init_mapping', 'init_single_sigma', 'init_io_reinit')}
@@ -222,7 +228,7 @@ def verdicts(arms, init_fid):
         features_help = all(others[n] < others['init_mapping'] for n in feature_arms) if feature_arms else None
         verdict = 'held' if beats_mapping and features_help is not False else 'did not hold at this scale'
         detail = ', '.join(f'{n} {v:.1f}' for n, v in others.items())
-        out.append(('4', verdict, f'teacher init {teacher:.1f}; {detail} (held = teacher beats mapping by 10% and '
+        out.append(('4', verdict, f'{init_method}: teacher init {teacher:.1f}; {detail} (held = teacher beats mapping by 10% and '
                     'every feature-carrying arm beats mapping)'))
     return out
 
@@ -342,6 +348,8 @@ def main(argv=None):
     p.add_argument('--tier', default='cpu', choices=sorted(TIERS))
     p.add_argument('--arms', default=DEFAULT_ARMS, help=f'comma-separated, of {", ".join(ARMS)}')
     p.add_argument('--fid-num', type=int, default=0, help='samples per FID (0: the tier\'s)')
+    p.add_argument('--init-method', default='score_free', choices=['score_free', 'diff_instruct'],
+                   help='the one-step method of the initialisation arms (the paper: its own, score-free)')
     p.add_argument('--verifier-sigma', type=float, default=0.1, help='σ at which the classifier scores candidates')
     p.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'])
     p.add_argument('--runs', default=os.path.join(ROOT, 'runs', 'study'), help='where the runs live (per tier)')

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import ROOT, run_script
 
 
-def fake_arm(folder, curve, img_s=40.0, done=True, seed=0):
+def fake_arm(folder, curve, img_s=40.0, done=True, seed=0, method='score_free'):
     """An arm folder as the trainers leave it: log.jsonl with progress and FID lines, grids, generator.pt."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
@@ -21,7 +21,7 @@ def fake_arm(folder, curve, img_s=40.0, done=True, seed=0):
     for name in ('fakes_init.png', 'fakes_000016.png'):
         Image.fromarray(rng.integers(0, 255, (34, 34, 3), dtype=np.uint8)).save(os.path.join(folder, name))
     with open(os.path.join(folder, 'wall.json'), 'w') as f:
-        json.dump({'wall_s': 600.0}, f)
+        json.dump({'wall_s': 600.0, 'method': method}, f)
     if done:
         open(os.path.join(folder, 'generator.pt'), 'w').close()
 
@@ -51,8 +51,8 @@ def test_report_renders_from_a_fake_set_of_runs(tmp_path):
     assert '| 8 | fid1k 199.75 | 800.0 |' in page
     # verdicts follow the numbers: 211/200 = 1.055 is within 10%; random (400) fails; teacher (211) beats mapping
     assert '| 2 | held | best score-free arm sf_rkl: FID 211.0 vs Diff-Instruct 200.0 (ratio 1.05' in page
-    assert '| 3 | held | teacher init FID 211.0 vs random init 400.0; random ends no better than' in page
-    assert '| 4 | held | teacher init 211.0; init_mapping 280.0' in page  # single_sigma unfinished: left out
+    assert '| 3 | held | score_free: teacher init FID 211.0 (sf_rkl) vs random init 400.0; random ends no better than' in page
+    assert '| 4 | held | score_free: teacher init 211.0; init_mapping 280.0' in page  # single_sigma unfinished: left out
     plot = Image.open(out / 'study_cpu' / 'fid_curves.png')
     assert plot.size == (720, 440) and len(plot.getcolors(1 << 20)) > 5  # lines were drawn
     for name in ('grid_di.png', 'grid_sf_rkl.png', 'grid_init.png', 'grid_init_single_sigma.png'):
@@ -78,3 +78,16 @@ def test_study_run_without_shared_material_is_one_clear_line(tmp_path):
     assert r.returncode != 0 and 'not found: the study needs ../shared' in r.stderr
     r = run_script(os.path.join(ROOT, 'results', 'study.py'), 'run', '--arms', 'di,nope')
     assert r.returncode == 2 and "unknown ['nope']" in r.stderr
+
+
+def test_initialisation_verdicts_compare_with_the_method_the_init_arms_trained(tmp_path):
+    arms = tmp_path / 'runs' / 'cpu' / 'arms'
+    fake_arm(arms / 'di', [(16, 200.0)], method='diff_instruct')
+    fake_arm(arms / 'sf_rkl', [(0, 320.0), (16, 300.0)])
+    fake_arm(arms / 'init_random' / 'random', [(0, 450.0), (16, 210.0)], method='diff_instruct')
+    out = tmp_path / 'results'
+    r = run_script(os.path.join(ROOT, 'results', 'study.py'), 'report', '--runs', str(tmp_path / 'runs'),
+                   '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    page = (out / 'README.md').read_text()
+    assert '| 3 | did not hold at this scale | diff_instruct: teacher init FID 200.0 (di) vs random init 210.0' in page
