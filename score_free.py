@@ -54,9 +54,10 @@ def parse_args(argv=None):
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
     p.add_argument('--batch', type=int, default=128, help='total batch (DI official)')
     p.add_argument('--lr', type=float, default=1e-5, help='generator Adam lr (DI official)')
-    p.add_argument('--cls-lr', type=float, default=1e-4, help='classifier Adam lr: 10x the generator\'s (pilot: at 1x '
-                   'the classifier stays at chance; see results/pilot_score_free.md)')
-    p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='Adam betas, both nets (DI official)')
+    p.add_argument('--cls-lr', type=float, default=1e-3, help='classifier Adam lr: 100x the generator\'s (pilot, '
+                   'results/pilot_score_free.md: at 1x it stays at chance; at 100x it holds ~95%% accuracy for 8 kimg '
+                   'at generator lr 1e-5). For the edm preset 1e-3 is also EDM\'s own lr for that network')
+    p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='generator Adam betas (DI official)')
     p.add_argument('--eps', type=float, default=1e-8, help='Adam epsilon (DI official)')
     p.add_argument('--cls-betas', type=float, nargs=2, default=[0.0, 0.999], help='classifier Adam betas (as DI\'s '
                    'fake score)')
@@ -64,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument('--cls-steps', type=int, default=1, help='classifier steps per generator step (ours: 1)')
     p.add_argument('--cls-grad-penalty', type=float, default=0.0,
                    help='γ of the classifier\'s gradient penalty γ/2·σ²‖∇ₓc‖² on real and generated samples (ours)')
-    p.add_argument('--cls-warmup', type=int, default=1000,
+    p.add_argument('--cls-warmup', type=int, default=100,
                    help='iterations of classifier steps only before the first generator step, fresh runs (pilot: 100 '
                         'at lr 1e-3 take the BCE from 1.386 to 0.33; scaled as 0.1 / --cls-lr)')
     p.add_argument('--cls-init', default='teacher', choices=['teacher', 'random'],
@@ -75,6 +76,9 @@ def parse_args(argv=None):
     p.add_argument('--cls-loss', default='image', choices=['image', 'patch'],
                    help='image: one BCE per image on the pooled logit (the spec); patch: one BCE per location of the '
                         'head applied before pooling (as PatchGAN), the logit the generator sees is their mean')
+    p.add_argument('--cls-global', type=int, default=0,
+                   help='add a σ-conditioned quadratic in each channel\'s mean and mean square to the logit (ours: '
+                        'GroupNorm hides global brightness, colour and contrast from the encoder)')
     p.add_argument('--cls-dropout', type=float, default=0.0, help='dropout in the classifier encoder (ours)')
     p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in G')
     p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (as DI official: 0.5 Mimg)')
@@ -164,10 +168,10 @@ def generator_loss(classifier, x0, sigma, noise, divergence, weight='sigma2', la
 
 
 def normalized_generator_loss(classifier, x0, sigma, noise, divergence, labels=None):
-    """As generator_loss, but each image's ∇ₓc is rescaled to unit RMS per pixel before h(c) multiplies it (cf. DMD's normalisation
-    of its score difference): a BCE-trained classifier saturates where the two sides are easy to tell apart (small
-    σ), so its input gradient there is orders of magnitude smaller than the true log-ratio's, and with w = σ² the
-    update would come almost only from large σ, where only global statistics differ. The surrogate
+    """As generator_loss, but each image's ∇ₓc is rescaled to unit RMS per pixel before h(c) multiplies it (cf.
+    DMD's normalisation of its score difference). Why: a BCE-trained classifier saturates where the two sides are
+    easy to tell apart (small σ), so its input gradient there is far smaller than the true log-ratio's, and with
+    w = σ² the update comes almost only from large σ (results/classifier_sigma.md). The surrogate
     Σ_pixels stopgrad(g)·x₀ has gradient g w.r.t. x₀ (as Diff-Instruct's); the value returned is h(c)·c."""
     x = (x0 + sigma * noise).detach().requires_grad_(True)
     with torch.enable_grad():
@@ -182,9 +186,12 @@ def normalized_generator_loss(classifier, x0, sigma, noise, divergence, labels=N
 class Classifier(nn.Module):
     """c_φ(x, σ) -> one logit: EDM's preconditioned input c_in·x and c_noise = ln(σ)/4 through the teacher's
     σ embedding and encoder blocks (same names, so the teacher's weights load), then GroupNorm, SiLU, global
-    average pooling and a linear head. Class-conditional: + ⟨label projection, pooled features⟩."""
+    average pooling and a linear head (head='pool', the spec). Class-conditional: + ⟨label projection, pooled
+    features⟩. Experimental heads: 'multi' (every resolution's last features, pooled, an MLP) and 'unet' (the
+    whole teacher U-Net, its last decoder features pooled). per_location=True returns the linear head at every
+    location (their mean is the logit), for --cls-loss patch."""
 
-    def __init__(self, teacher_config, dropout=0.0, head='pool'):
+    def __init__(self, teacher_config, dropout=0.0, head='pool', global_stats=False):
         super().__init__()
         cfg = dict(teacher_config)
         self.sigma_data, self.label_dim = cfg.pop('sigma_data'), cfg['label_dim']
@@ -214,6 +221,11 @@ class Classifier(nn.Module):
         elif head != 'unet':
             raise ValueError(f'unknown classifier head {head!r}; choose pool, multi or unet')
         self.label_proj = common.Linear(self.label_dim, width, bias=False, init_weight=0) if self.label_dim else None
+        # Optional: global brightness, colour and contrast are what the generator drifts along first (pilot); this
+        # term gives the logit an explicit σ-conditioned quadratic in them: per channel, the mean and mean square
+        # of c_in·x, weighted by coefficients computed from the σ embedding (zero at the start).
+        emb_width = self.model.map_layer1.out_features
+        self.global_stats = common.Linear(emb_width, 2 * ch, init_weight=0) if global_stats else None
 
     def forward(self, x, sigma, class_labels=None, per_location=False):
         x = x.to(torch.float32)
@@ -238,12 +250,20 @@ class Classifier(nn.Module):
                 logit = self.head(f.permute(0, 2, 3, 1))[..., 0]  # [batch, H, W]: one logit per patch
                 if self.label_proj is not None:
                     logit = logit + torch.einsum('bc,bchw->bhw', self.label_proj(labels).to(f.dtype), f)
+                if self.global_stats is not None:
+                    logit = logit + self.global_term(c_in * x, emb)[:, None, None]
                 return logit.float()
             h = f.mean(dim=(2, 3))
             logit = self.head(h)[:, 0]
         if self.label_proj is not None:
             logit = logit + (self.label_proj(labels).to(h.dtype) * h).sum(1)
+        if self.global_stats is not None:
+            logit = logit + self.global_term(c_in * x, emb)
         return logit.float()
+
+    def global_term(self, x, emb):
+        stats = torch.cat([x.mean(dim=(2, 3)), x.square().mean(dim=(2, 3))], 1)  # [batch, 2·channels]
+        return (self.global_stats(emb).float() * stats.float()).sum(1)
 
     def load_teacher_encoder(self, teacher_state):
         """Copy the teacher's mapping network and encoder; every classifier 'model.*' tensor must be there."""
@@ -263,7 +283,8 @@ def load_classifier(ckpt, device):
         raise ValueError('the ratio verifier needs a score-free checkpoint with its classifier (a generator.pt '
                          'written by score_free.py)')
     config = ckpt['config']
-    cls = Classifier(ckpt['net_config'], config.get('cls_dropout', 0.0), config.get('cls_head', 'pool'))
+    cls = Classifier(ckpt['net_config'], config.get('cls_dropout', 0.0), config.get('cls_head', 'pool'),
+                     bool(config.get('cls_global', 0)))
     cls.load_state_dict(ckpt['classifier'])
     return cls.to(device).eval().requires_grad_(False)
 
@@ -359,7 +380,7 @@ def build_nets(teacher, args, device):
             if isinstance(m, common.UNetBlock):
                 m.dropout = args.dropout
     G.train()
-    cls = common.to_device(Classifier(teacher.config, args.cls_dropout, args.cls_head), device)
+    cls = common.to_device(Classifier(teacher.config, args.cls_dropout, args.cls_head, bool(args.cls_global)), device)
     if args.cls_init == 'teacher':
         cls.load_teacher_encoder(teacher.state_dict())
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -456,9 +477,9 @@ def train(args, rank, world, device, init_generator=None):
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
         same_run = ['dataset', 'teacher', 'cond', 'divergence', 'sigma_init', 'weight', 'batch', 'cls_steps', 'seed',
-                    'xflip', 'cls_head', 'cls_loss']
+                    'xflip', 'cls_head', 'cls_loss', 'cls_global']
         common.check_resume_config(ckpt['config'], vars(args), same_run,
-                                   defaults={'cls_head': 'pool', 'cls_loss': 'image'})
+                                   defaults={'cls_head': 'pool', 'cls_loss': 'image', 'cls_global': 0})
         if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
             raise ValueError(f'{resume!r} is not a score-free training checkpoint')
         for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):

@@ -76,6 +76,7 @@ declare -A SCREENS2=(
   [patch]="--cls-loss patch"                       # one BCE per 16x16 location (PatchGAN-style)
   [b9]="--cls-betas 0.9 0.999"                     # classifier Adam with momentum
   [b9_norm]="--cls-betas 0.9 0.999 --weight normalized"
+  [global]="--cls-global 1"                        # + σ-conditioned quadratic in per-channel mean / mean square
 )
 screens2() {
   mkdir -p runs/screen2

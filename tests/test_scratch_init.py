@@ -93,13 +93,20 @@ def test_study_runs_every_arm_and_writes_summary(tiny_teacher, tiny_detector, tm
     assert 'scratch_init summary' in r.stdout
 
 
-def test_study_with_diff_instruct(tiny_teacher, tmp_path):
+def test_study_with_diff_instruct(tiny_teacher, tiny_detector, tmp_path):
     data, teacher = tiny_teacher
+    ref = str(tmp_path / 'ref.npz')
+    assert run_script('fid.py', 'ref', '--dataset', data, '--out', ref, '--inception', tiny_detector).returncode == 0
     out = str(tmp_path / 'di')
     r = run_script('scratch_init.py', '--method', 'diff_instruct', '--arms', 'teacher,random', '--outdir', out,
                    '--dataset', data, '--teacher', teacher, '--batch', '4', '--total-kimg', '0.004',
-                   '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', 'none')
+                   '--tick-kimg', '0.004', '--grid', '4', '--device', 'cpu', '--fid-ref', ref, '--fid-num', '4',
+                   '--inception', tiny_detector, '--fid-at-start', '1')
     assert r.returncode == 0, r.stderr
+    curves = {arm: scratch_init.read_curve(os.path.join(out, arm))[0] for arm in ('teacher', 'random')}
+    for curve in curves.values():  # --fid-at-start: the initial generator, then the end of training
+        assert [kimg for kimg, _ in curve] == [0.0, 0.004] and 'fid4' in curve[0][1]
+    assert curves['teacher'][0][1]['fid4'] != curves['random'][0][1]['fid4']  # different initial generators
     G_teacher = common.load_checkpoint(os.path.join(out, 'teacher', 'checkpoint.pt'))['G']
     G_random = common.load_checkpoint(os.path.join(out, 'random', 'checkpoint.pt'))['G']
     assert not torch.equal(G_teacher['model.enc.32x32_conv.weight'], G_random['model.enc.32x32_conv.weight'])
