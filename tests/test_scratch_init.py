@@ -106,7 +106,6 @@ def test_study_with_diff_instruct(tiny_teacher, tiny_detector, tmp_path):
     curves = {arm: scratch_init.read_curve(os.path.join(out, arm))[0] for arm in ('teacher', 'random')}
     for curve in curves.values():  # --fid-at-start: the initial generator, then the end of training
         assert [kimg for kimg, _ in curve] == [0.0, 0.004] and 'fid4' in curve[0][1]
-    assert curves['teacher'][0][1]['fid4'] != curves['random'][0][1]['fid4']  # different initial generators
     G_teacher = common.load_checkpoint(os.path.join(out, 'teacher', 'checkpoint.pt'))['G']
     G_random = common.load_checkpoint(os.path.join(out, 'random', 'checkpoint.pt'))['G']
     assert not torch.equal(G_teacher['model.enc.32x32_conv.weight'], G_random['model.enc.32x32_conv.weight'])
