@@ -26,6 +26,15 @@ def fake_arm(folder, curve, img_s=40.0, done=True, seed=0, method='score_free'):
         open(os.path.join(folder, 'generator.pt'), 'w').close()
 
 
+def render_report(tmp_path):
+    """results/study.py report on tmp_path/runs, written to tmp_path/results: (the page's text, its folder)."""
+    out = tmp_path / 'results'
+    r = run_script(os.path.join(ROOT, 'results', 'study.py'), 'report', '--runs', str(tmp_path / 'runs'),
+                   '--out', str(out))
+    assert r.returncode == 0, r.stderr
+    return (out / 'README.md').read_text(), out
+
+
 def test_report_renders_from_a_fake_set_of_runs(tmp_path):
     base = tmp_path / 'runs' / 'cpu'
     arms = base / 'arms'
@@ -40,11 +49,7 @@ def test_report_renders_from_a_fake_set_of_runs(tmp_path):
     for k, v in ((1, 211.0), (2, 205.5), (4, 201.0), (8, 199.75)):
         with open(base / f'verifier_k{k}.json', 'w') as f:
             json.dump({'metric': 'fid1k', 'value': v, 'wall_s': 100.0 * k}, f)
-    out = tmp_path / 'results'
-    r = run_script(os.path.join(ROOT, 'results', 'study.py'), 'report', '--runs', str(tmp_path / 'runs'),
-                   '--out', str(out))
-    assert r.returncode == 0, r.stderr
-    page = (out / 'README.md').read_text()
+    page, out = render_report(tmp_path)
     # numbers come from the fake logs: final FIDs, the teacher, the verifier, img/s
     assert 'fid1k 150.25' in page and '| sf_rkl | 2 | 320.0 | 260.0 | 211.0 | 44.0 | 10.0 |' in page
     assert '| di | 2 | 320.0 | 250.0 | 200.0 | 20.5 |' in page  # DI starts from the same generator as sf_rkl
@@ -63,11 +68,7 @@ def test_report_renders_from_a_fake_set_of_runs(tmp_path):
 def test_report_says_what_is_missing(tmp_path):
     fake_arm(tmp_path / 'runs' / 'cpu' / 'arms' / 'di', [(16, 200.0)])
     fake_arm(tmp_path / 'runs' / 'cpu' / 'arms' / 'sf_rkl', [(0, 320.0), (16, 260.0)])
-    out = tmp_path / 'results'
-    r = run_script(os.path.join(ROOT, 'results', 'study.py'), 'report', '--runs', str(tmp_path / 'runs'),
-                   '--out', str(out))
-    assert r.returncode == 0, r.stderr
-    page = (out / 'README.md').read_text()
+    page, out = render_report(tmp_path)
     assert '| 2 | did not hold at this scale | best score-free arm sf_rkl: FID 260.0 vs Diff-Instruct 200.0' in page
     assert '| 3 | not decidable yet |' in page and '| 4 | not decidable yet |' in page
 
@@ -85,9 +86,5 @@ def test_initialisation_verdicts_compare_with_the_method_the_init_arms_trained(t
     fake_arm(arms / 'di', [(16, 200.0)], method='diff_instruct')
     fake_arm(arms / 'sf_rkl', [(0, 320.0), (16, 300.0)])
     fake_arm(arms / 'init_random' / 'random', [(0, 450.0), (16, 210.0)], method='diff_instruct')
-    out = tmp_path / 'results'
-    r = run_script(os.path.join(ROOT, 'results', 'study.py'), 'report', '--runs', str(tmp_path / 'runs'),
-                   '--out', str(out))
-    assert r.returncode == 0, r.stderr
-    page = (out / 'README.md').read_text()
+    page, out = render_report(tmp_path)
     assert '| 3 | did not hold at this scale | diff_instruct: teacher init FID 200.0 (di) vs random init 210.0' in page
