@@ -284,7 +284,7 @@ def report(args):
     teacher = load(os.path.join(p['base'], 'teacher_fid.json'))
     start = arms.get('sf_rkl', {}).get('curve', [(None, None)])[0] if 'sf_rkl' in arms else (None, None)
     init_fid = start[1] if start[0] == 0 else None
-    metric = next((a['metric'] for a in arms.values() if a['metric']), 'fid')
+    metric = next((a['metric'] for a in arms.values() if a['metric']), teacher['metric'] if teacher else 'fid')
     # Diff-Instruct and the other teacher-initialised arms start from the same generator and seeds as sf_rkl.
     curves = {}
     for n, a in arms.items():
@@ -314,12 +314,13 @@ def report(args):
         L.append('')
     L += ['## Verdicts', '', '| claim | verdict | measured |', '|---|---|---|']
     L += [f'| {c} | {v} | {r} |' for c, v, r in verdicts(arms, init_fid)]
-    L += ['', f'## FID against images seen', '', f'![FID curves]({rel}/fid_curves.png)', '',
-          '| arm | claim | ' + ' | '.join(f'{metric} @ {k:g} kimg' for k in sorted({k for a in curves.values()
-                                                                                      for k, _ in a['curve']}))
-          + ' | img/s | wall (min) |']
+    missing = [n for n in ARMS if n not in arms or not arms[n]['done']]
+    L += ['', '## FID against images seen', '', f'![FID curves]({rel}/fid_curves.png)', '',
+          f'Not (yet) finished: {", ".join(missing) or "none"}.', '']
     kimgs = sorted({k for a in curves.values() for k, _ in a['curve']})
-    L.append('|---|---|' + '---|' * len(kimgs) + '---|---|')
+    if curves:
+        L.append('| arm | claim | ' + ' | '.join(f'{metric} @ {k:g} kimg' for k in kimgs) + ' | img/s | wall (min) |')
+        L.append('|---|---|' + '---|' * len(kimgs) + '---|---|')
     for n, a in curves.items():
         d = dict(a['curve'])
         L.append(f'| {n} | {ARMS[n][0]} | ' + ' | '.join(fmt(d.get(k)) for k in kimgs)

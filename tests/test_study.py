@@ -71,6 +71,7 @@ def test_report_says_what_is_missing(tmp_path):
     page, out = render_report(tmp_path)
     assert '| 2 | did not hold at this scale | best score-free arm sf_rkl: FID 260.0 vs Diff-Instruct 200.0' in page
     assert '| 3 | not decidable yet |' in page and '| 4 | not decidable yet |' in page
+    assert 'Not (yet) finished: sf_js, sf_fkl, init_random, init_mapping, init_single_sigma, init_io_reinit.' in page
 
 
 def test_study_run_without_shared_material_is_one_clear_line(tmp_path):
