@@ -88,7 +88,18 @@ screens2() {
     echo "$name $(cat "$out/fid1k.txt")"
   done
 }
+# 5. The ratio as a verifier on the best score-free arm: FID-1k with k candidates per image (fid.py calc).
+verifier() {
+  local gen=$RUNS/rkl_norm_glr3e-5/generator.pt
+  for k in "${@:-1 2 4 8}"; do
+    local out=$RUNS/rkl_norm_glr3e-5/verifier_k$k.txt
+    [ -f "$out" ] || python fid.py calc --ckpt "$gen" --num 1000 --ref "$REF" --inception "$INCEPTION" \
+      --verifier-k "$k" --verifier-sigma 0.1 --verifier-rule resample > "$out"
+    echo "k=$k $(cat "$out")"
+  done
+}
 [ "${1:-}" = screens ] && { screens; exit 0; }
+[ "${1:-}" = verifier ] && { shift; verifier "$@"; exit 0; }
 [ "${1:-}" = screens2 ] && { shift; screens2 "$@"; exit 0; }
 for name in "${@:-${!ARMS[@]}}"; do
   run_arm "$name" ${ARMS[$name]}

@@ -55,6 +55,13 @@ def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
     if os.path.isfile(teacher):
         lines += [f'Teacher, Heun 35 NFE: {open(teacher).read().strip()}', '']
     lines += table(root, cols)
+    ks = [(k, os.path.join(root, 'rkl_norm_glr3e-5', f'verifier_k{k}.txt')) for k in (1, 2, 4, 8)]
+    ks = [(k, open(f).read().split()) for k, f in ks if os.path.isfile(f) and os.path.getsize(f)]
+    if ks:
+        lines += ['', '## The ratio as a verifier (arm rkl_norm_glr3e-5)', '',
+                  '`bash results/pilot_score_free.sh verifier`: k one-step candidates per image, one kept with',
+                  'probability ∝ e^(−c) (c at σ = 0.1, the run\'s own classifier); FID-1k, same seeds.', '',
+                  '| k | FID |', '|---|---|'] + [f'| {k} | {v[0]} {v[1]} |' for k, v in ks]
     if os.path.isdir(screens):
         lines += ['', '## Screens: 4 kimg, does the classifier keep up? (no FID)', '',
                   'The same settings for 4 kimg (`bash results/pilot_score_free.sh screens`); the classifier\'s',
