@@ -297,6 +297,8 @@ def verified_sampler(G, cls, sigma_init, device, k, sigma=0.1, rule='resample'):
       best      the candidate with the smallest c (best-of-k: sharper, but it trades diversity away)
     Every random choice comes from per-seed streams: image i depends only on seed i, and k = 1 is the plain
     one-step sampler (candidate j of seed s has latent seed s·k + j)."""
+    if rule not in VERIFIER_RULES or k < 1:
+        raise ValueError(f'verifier: rule must be one of {VERIFIER_RULES} and k at least 1, not {rule!r}, {k}')
     shape = [G.img_channels, G.img_resolution, G.img_resolution]
 
     @torch.no_grad()

@@ -495,6 +495,8 @@ def test_verifier_keeps_candidates_by_the_ratio_and_k1_is_the_plain_sampler():
         out = score_free.verified_sampler(G, cls, 1.0, cpu, k, sigma=0.05, rule=rule)(seeds)
         assert torch.equal(out, candidates[:, 1]), rule
     assert torch.equal(cls.calls[-1], torch.full([len(seeds) * k], 0.05))
+    with pytest.raises(ValueError, match='rule must be one of'):
+        score_free.verified_sampler(G, cls, 1.0, cpu, k, rule='argmax')
     # resampling draws with probabilities softmax(-c), and image i depends only on seed i
     n = 400
     draw = score_free.verified_sampler(G, FixedLogits([0.0, 0.0, math.log(2), 50.0]), 1.0, cpu, k)
