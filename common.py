@@ -1127,11 +1127,11 @@ def run_main(args, body):
 
 
 def lr_ramp(opts_and_lrs, cur_nimg, rampup_kimg):
-    """Linear learning-rate warm-up over rampup_kimg (EDM); none if 0."""
+    """Linear learning-rate warm-up over rampup_kimg (EDM); none if 0. A param group's lr_scale multiplies lr."""
     ramp = min(cur_nimg / (rampup_kimg * 1000), 1) if rampup_kimg > 0 else 1
     for opt, lr in opts_and_lrs:
         for g in opt.param_groups:
-            g['lr'] = lr * ramp
+            g['lr'] = lr * g.get('lr_scale', 1) * ramp
 
 
 def check_finite(values, cur_nimg):

@@ -62,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument('--cls-betas', type=float, nargs=2, default=[0.0, 0.999], help='classifier Adam betas (as DI\'s '
                    'fake score)')
     p.add_argument('--lr-rampup-kimg', type=float, default=0, help='linear lr warm-up, both nets (ours: none)')
+    p.add_argument('--cls-encoder-lr', type=float, default=1.0,
+                   help='the classifier encoder\'s lr as a multiple of --cls-lr (the head always trains at --cls-lr); '
+                        '0 freezes the teacher\'s encoder (a σ-conditioned probe of its features). Ours: 1')
     p.add_argument('--cls-steps', type=int, default=1, help='classifier steps per generator step (ours: 1)')
     p.add_argument('--cls-grad-penalty', type=float, default=0.0,
                    help='γ of the classifier\'s gradient penalty γ/2·σ²‖∇ₓc‖² on real and generated samples (ours)')
@@ -76,6 +79,9 @@ def parse_args(argv=None):
     p.add_argument('--cls-loss', default='image', choices=['image', 'patch'],
                    help='image: one BCE per image on the pooled logit (the spec); patch: one BCE per location of the '
                         'head applied before pooling (as PatchGAN), the logit the generator sees is their mean')
+    p.add_argument('--cls-head-norm', type=int, default=1,
+                   help='1: GroupNorm before pooling (as the U-Net\'s output layer); 0: pool the raw residual features, '
+                        'which keep each image\'s global colour and brightness that a GroupNorm removes (pool head)')
     p.add_argument('--cls-global', type=int, default=0,
                    help='add a σ-conditioned quadratic in each channel\'s mean and mean square to the logit (ours: '
                         'GroupNorm hides global brightness, colour and contrast from the encoder)')
@@ -91,6 +97,8 @@ def parse_args(argv=None):
         p.error(f'--divergence must be one of {DIVERGENCES}, not {args.divergence!r}')
     if args.batch <= 0 or args.total_kimg <= 0 or args.cls_steps < 1 or args.sigma_init <= 0:
         p.error('--batch, --total-kimg, --cls-steps and --sigma-init must be positive')
+    if not args.cls_head_norm and args.cls_head != 'pool':
+        p.error('--cls-head-norm 0 needs --cls-head pool')
     if args.cls_loss == 'patch' and args.cls_head == 'multi':
         p.error('--cls-loss patch needs per-location logits: --cls-head pool or unet')
     if args.bench and args.preset not in common.PRESETS:
@@ -189,9 +197,11 @@ class Classifier(nn.Module):
     average pooling and a linear head (head='pool', the spec). Class-conditional: + ⟨label projection, pooled
     features⟩. Experimental heads: 'multi' (every resolution's last features, pooled, an MLP) and 'unet' (the
     whole teacher U-Net, its last decoder features pooled). per_location=True returns the linear head at every
-    location (their mean is the logit), for --cls-loss patch."""
+    location (their mean is the logit), for --cls-loss patch. head_norm=False pools the raw residual features
+    instead of GroupNorm'ed ones: a GroupNorm removes each image's per-group means, i.e. most of its global colour
+    and brightness, which the residual stream still carries."""
 
-    def __init__(self, teacher_config, dropout=0.0, head='pool', global_stats=False):
+    def __init__(self, teacher_config, dropout=0.0, head='pool', global_stats=False, head_norm=True):
         super().__init__()
         cfg = dict(teacher_config)
         self.sigma_data, self.label_dim = cfg.pop('sigma_data'), cfg['label_dim']
@@ -207,7 +217,7 @@ class Classifier(nn.Module):
             del self.model.dec  # the encoder half only
         if head == 'pool':  # the spec: deepest features, pooled, one linear unit
             width = list(self.model.enc.values())[-1].out_channels
-            self.head_norm = common.GroupNorm(width)
+            self.head_norm = common.GroupNorm(width) if head_norm else nn.Identity()
             self.head = common.Linear(width, 1, init_weight=0)  # starts at logit 0: h(c) neutral, ratio 1
         elif head == 'multi':  # the last features of every resolution, pooled, then a two-layer MLP
             names = list(self.model.enc)
@@ -284,7 +294,7 @@ def load_classifier(ckpt, device):
                          'written by score_free.py)')
     config = ckpt['config']
     cls = Classifier(ckpt['net_config'], config.get('cls_dropout', 0.0), config.get('cls_head', 'pool'),
-                     bool(config.get('cls_global', 0)))
+                     bool(config.get('cls_global', 0)), bool(config.get('cls_head_norm', 1)))
     cls.load_state_dict(ckpt['classifier'])
     return cls.to(device).eval().requires_grad_(False)
 
@@ -346,7 +356,7 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
     with torch.set_grad_enabled(train_G), autocast():
         x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
     fake = x0
-    cls.requires_grad_(True)
+    set_trainable(opts[1], True)
     for i in range(args.cls_steps):
         if i > 0:
             real, labels = next(reals)
@@ -364,7 +374,7 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
     if not train_G:
         return torch.stack([loss_cls.detach(), torch.zeros_like(loss_cls), acc_fake, acc_real])
 
-    cls.requires_grad_(False)  # φ frozen: gradients flow through c_φ into x₀ and on into G
+    set_trainable(opts[1], False)  # φ frozen: gradients flow through c_φ into x₀ and on into G
     with autocast():
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
         loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight,
@@ -382,13 +392,34 @@ def build_nets(teacher, args, device):
             if isinstance(m, common.UNetBlock):
                 m.dropout = args.dropout
     G.train()
-    cls = common.to_device(Classifier(teacher.config, args.cls_dropout, args.cls_head, bool(args.cls_global)), device)
+    cls = common.to_device(Classifier(teacher.config, args.cls_dropout, args.cls_head, bool(args.cls_global),
+                                      bool(args.cls_head_norm)), device)
     if args.cls_init == 'teacher':
         cls.load_teacher_encoder(teacher.state_dict())
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opts = [common.make_adam(G.parameters(), args.lr, args.betas, args.eps, device),
-            common.make_adam(cls.parameters(), args.cls_lr, args.cls_betas, args.eps, device)]
+            common.make_adam(classifier_param_groups(cls, args.cls_lr, args.cls_encoder_lr), args.cls_lr,
+                             args.cls_betas, args.eps, device)]
     return G, G_ema, cls, opts
+
+
+def classifier_param_groups(cls, lr, encoder_lr):
+    """Adam groups: the teacher-initialised encoder ('model.*') at encoder_lr × lr, the new head at lr
+    (common.lr_ramp honours each group's lr_scale). encoder_lr = 0 leaves the encoder out: frozen."""
+    encoder = [p for n, p in cls.named_parameters() if n.startswith('model.')]
+    head = [p for n, p in cls.named_parameters() if not n.startswith('model.')]
+    if encoder_lr == 0:
+        for p in encoder:
+            p.requires_grad_(False)
+        return [dict(params=head, lr=lr)]
+    return [dict(params=encoder, lr=lr * encoder_lr, lr_scale=encoder_lr), dict(params=head, lr=lr)]
+
+
+def set_trainable(opt, flag):
+    """requires_grad on exactly the parameters the optimizer updates (a frozen encoder stays frozen)."""
+    for group in opt.param_groups:
+        for p in group['params']:
+            p.requires_grad_(flag)
 
 
 class SyntheticReals:
@@ -479,9 +510,10 @@ def train(args, rank, world, device, init_generator=None):
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
         same_run = ['dataset', 'teacher', 'cond', 'divergence', 'sigma_init', 'weight', 'batch', 'cls_steps', 'seed',
-                    'xflip', 'cls_head', 'cls_loss', 'cls_global']
+                    'xflip', 'cls_head', 'cls_loss', 'cls_global', 'cls_encoder_lr', 'cls_head_norm']
         common.check_resume_config(ckpt['config'], vars(args), same_run,
-                                   defaults={'cls_head': 'pool', 'cls_loss': 'image', 'cls_global': 0})
+                                   defaults={'cls_head': 'pool', 'cls_loss': 'image', 'cls_global': 0,
+                                             'cls_encoder_lr': 1.0, 'cls_head_norm': 1})
         if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
             raise ValueError(f'{resume!r} is not a score-free training checkpoint')
         for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):

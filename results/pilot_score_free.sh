@@ -77,12 +77,36 @@ declare -A SCREENS2=(
   [b9]="--cls-betas 0.9 0.999"                     # classifier Adam with momentum
   [b9_norm]="--cls-betas 0.9 0.999 --weight normalized"
   [global]="--cls-global 1"                        # + σ-conditioned quadratic in per-channel mean / mean square
+  # round 3: keep the classifier's input gradient meaningful (smooth logit; the teacher's denoising features)
+  [norm]="--weight normalized"
+  [gp01]="--cls-grad-penalty 0.1"                  # R1-style penalty, 10x weaker than the 'gp1' screen
+  [norm_gp01]="--weight normalized --cls-grad-penalty 0.1"
+  [enc001]="--cls-encoder-lr 0.01"                 # encoder at 1e-5, head at 1e-3: the teacher's features kept
+  [norm_enc001]="--weight normalized --cls-encoder-lr 0.01"
+  [di]="DI"                                        # Diff-Instruct, the same 4 kimg (the target)
+  # the pooled head's GroupNorm removes each image's global colour / brightness: pool the raw features instead
+  [raw]="--cls-head-norm 0"
+  [norm_raw]="--weight normalized --cls-head-norm 0"
+  [norm_global]="--weight normalized --cls-global 1"
+  # the teacher's encoder nearly frozen keeps its features, but a GroupNorm'ed head then cannot see global
+  # brightness / colour (enc001 drifted to white): give the head raw features or explicit global statistics
+  [enc001_raw]="--cls-encoder-lr 0.01 --cls-head-norm 0"
+  [enc001_global]="--cls-encoder-lr 0.01 --cls-global 1"
+  [enc01_raw]="--cls-encoder-lr 0.1 --cls-head-norm 0"
+  # can the classifier with the teacher's features keep up if the generator is slower or it takes more steps?
+  [enc001_raw_glr3e-5]="--cls-encoder-lr 0.01 --cls-head-norm 0 --lr 3e-5"
+  [enc001_k3]="--cls-encoder-lr 0.01 --cls-steps 3"
 )
 screens2() {
   mkdir -p runs/screen2
   for name in "${@:-${!SCREENS2[@]}}"; do
     local out=runs/screen2/$name
-    [ -f "$out/generator.pt" ] || python score_free.py "${COMMON[@]}" "${SCREEN2[@]}" ${SCREENS2[$name]} --outdir "$out"
+    if [ "${SCREENS2[$name]}" = DI ]; then
+      [ -f "$out/generator.pt" ] || python diff_instruct.py "${COMMON[@]}" --fake-lr 1e-4 --total-kimg 4.096 \
+        --tick-kimg 1.024 --outdir "$out"
+    else
+      [ -f "$out/generator.pt" ] || python score_free.py "${COMMON[@]}" "${SCREEN2[@]}" ${SCREENS2[$name]} --outdir "$out"
+    fi
     [ -f "$out/fid1k.txt" ] || python fid.py calc --ckpt "$out/generator.pt" --num 1000 --ref "$REF" \
       --inception "$INCEPTION" > "$out/fid1k.txt"
     echo "$name $(cat "$out/fid1k.txt")"

@@ -2,11 +2,24 @@
 
   python results/summarize_pilot.py [runs/pilot]
 """
+import glob
 import json
 import os
 import sys
 
+import numpy as np
 import torch
+from PIL import Image
+
+
+def grid_stats(png, tile=32):
+    """Mean brightness and colour spread of a sample grid, in [0, 1] units: the spread is the standard deviation
+    across the grid's images of each image's mean colour, averaged over RGB. A generator collapsed to one colour
+    (all white, all black) has a spread near 0 whatever its FID; the figures of reals.png are the reference."""
+    x = np.asarray(Image.open(png).convert('RGB'), dtype=np.float64) / 255
+    n = x.shape[0] // tile
+    tiles = x[:n * tile, :n * tile].reshape(n, tile, n, tile, 3).transpose(0, 2, 1, 3, 4).reshape(n * n, tile, tile, 3)
+    return f'{tiles.mean():.2f} / {tiles.mean(axis=(1, 2)).std(axis=0).mean():.3f}'
 
 
 def arm_row(path):
@@ -20,19 +33,23 @@ def arm_row(path):
         fids[name] = open(f).read().split()[1] if os.path.isfile(f) else 'n/a'
     later = ticks[len(ticks) // 2:]  # the second half of the run
     mean = lambda key: sum(t[key] for t in later) / len(later)
+    grids = sorted(glob.glob(os.path.join(path, 'fakes_0*.png')))
     row = {'arm': os.path.basename(path), 'method': ckpt['method'], 'G lr': cfg['lr'],
-           'img/s': f'{sum(t["img/s"] for t in ticks) / len(ticks):.1f}', **fids}
+           'img/s': f'{sum(t["img/s"] for t in ticks) / len(ticks):.1f}', **fids,
+           'last grid: brightness / colour spread': grid_stats(grids[-1]) if grids else 'n/a'}
     if ckpt['method'] == 'score_free':
         row.update({'divergence': cfg['divergence'], 'classifier lr': cfg['cls_lr'], 'warm-up': cfg['cls_warmup'],
                     'cls steps': cfg['cls_steps'], 'grad penalty': cfg.get('cls_grad_penalty', 0.0),
                     'w(σ)': cfg['weight'], 'BCE (2nd half)': f'{mean("loss_cls"):.3f}',
                     'head / loss': f'{cfg.get("cls_head", "pool")} / {cfg.get("cls_loss", "image")}',
-                    'classifier β1': cfg['cls_betas'][0],
+                    'classifier β1': cfg['cls_betas'][0], 'encoder lr ×': cfg.get('cls_encoder_lr', 1.0),
+                    'head norm': cfg.get('cls_head_norm', 1), 'global stats': cfg.get('cls_global', 0),
                     'acc fake / real (2nd half)': f'{mean("acc_fake"):.2f} / {mean("acc_real"):.2f}'})
     else:
         row.update({'divergence': 'ikl (DI)', 'classifier lr': f'fake score {cfg["fake_lr"]}', 'warm-up': '-',
                     'w(σ)': 'σ²', 'BCE (2nd half)': '-', 'acc fake / real (2nd half)': '-', 'cls steps': '-',
-                    'grad penalty': '-', 'head / loss': '-', 'classifier β1': '-'})
+                    'grad penalty': '-', 'head / loss': '-', 'classifier β1': '-', 'encoder lr ×': '-',
+                    'head norm': '-', 'global stats': '-'})
     return row
 
 
@@ -54,7 +71,7 @@ def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
              '']
     if os.path.isfile(teacher):
         lines += [f'Teacher, Heun 35 NFE: {open(teacher).read().strip()}', '']
-    lines += table(root, cols)
+    lines += table(root, cols + ['last grid: brightness / colour spread'])
     ks = [(k, os.path.join(root, 'rkl_norm_glr3e-5', f'verifier_k{k}.txt')) for k in (1, 2, 4, 8)]
     ks = [(k, open(f).read().split()) for k, f in ks if os.path.isfile(f) and os.path.getsize(f)]
     if ks:
@@ -69,10 +86,16 @@ def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
                   'over the second half of the run. Warm-up counts iterations of `cls steps` classifier steps.', '']
         lines += table(screens, [c for c in cols if c != 'fid2k'] + ['cls steps', 'grad penalty'])
     if os.path.isdir(screens2):
-        lines += ['', '## Screens with FID: 4 kimg at generator lr 1e-4, one change at a time', '',
-                  '`bash results/pilot_score_free.sh screens2`: classifier lr 1e-3, warm-up 100, 4 kimg, FID-1k of',
+        lines += ['', '## Screens with FID: 4 kimg at generator lr 1e-4, one or two changes at a time', '',
+                  '`bash results/pilot_score_free.sh screens2`: classifier lr 1e-3 (its encoder at that × the "encoder lr ×"',
+                  'column), warm-up 100, 4 kimg, FID-1k of',
                   'the EMA generator against the same reference (1,000 samples: compare only within this table).', '']
-        lines += table(screens2, [c for c in cols if c != 'fid2k'] + ['head / loss', 'classifier β1', 'fid1k'])
+        lines += ['Brightness / colour spread of the last sample grid (64 images, [0, 1] units; see grid_stats): real '
+                  f'images {grid_stats(os.path.join(screens2, "di", "reals.png"))}; FID-1k of a generator collapsed to '
+                  'one colour can still be lower than that of a working one, so read the two together.', '']
+        lines += table(screens2, [c for c in cols if c not in ('fid2k', 'classifier lr', 'warm-up', 'method')] +
+                       ['head / loss', 'classifier β1', 'encoder lr ×', 'head norm', 'global stats', 'grad penalty',
+                        'fid1k', 'last grid: brightness / colour spread'])
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pilot_score_free.md')
     open(out, 'w').write('\n'.join(lines) + '\n')
     print('\n'.join(lines))

@@ -244,13 +244,20 @@ def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_teacher, 
     assert r.returncode == 0 and 'wrote reference statistics' not in r.stderr  # cached
 
 
-@pytest.mark.parametrize('divergence,init', [('js', 'random'), ('hellinger', 'teacher')])
-def test_score_free_runs_other_members_and_random_classifier(tiny_teacher, tmp_path, divergence, init):
+@pytest.mark.parametrize('divergence,init,head_norm', [('js', 'random', '1'), ('hellinger', 'teacher', '0')])
+def test_score_free_runs_other_members_and_random_classifier(tiny_teacher, tmp_path, divergence, init, head_norm):
+    """Other members, a random classifier, and --cls-head-norm 0 (no GroupNorm before pooling): generator.pt
+    rebuilds the same classifier for the verifier."""
     data, teacher = tiny_teacher
+    out = str(tmp_path / 'o')
     r = run_script('score_free.py', '--dataset', data, '--teacher', teacher, *SF, '--total-kimg', '0.008',
-                   '--divergence', divergence, '--cls-init', init, '--outdir', str(tmp_path / 'o'))
+                   '--divergence', divergence, '--cls-init', init, '--cls-head-norm', head_norm, '--outdir', out)
     assert r.returncode == 0, r.stderr
     assert f'divergence {divergence}' in r.stdout and f'({init} init)' in r.stdout
+    ckpt = common.load_checkpoint(os.path.join(out, 'generator.pt'))
+    assert any(k.startswith('head_norm') for k in ckpt['classifier']) == (head_norm == '1')
+    cls = score_free.load_classifier(ckpt, torch.device('cpu'))
+    assert isinstance(cls.head_norm, torch.nn.Identity) == (head_norm == '0')
 
 
 def test_score_free_bench_prints_figures():
@@ -264,6 +271,7 @@ def test_score_free_bench_prints_figures():
     (['--divergence', 'tv'], '--divergence must be one of'),
     (['--cls-steps', '0'], 'must be positive'),
     (['--cls-head', 'multi', '--cls-loss', 'patch'], '--cls-loss patch needs per-location logits'),
+    (['--cls-head', 'unet', '--cls-head-norm', '0'], '--cls-head-norm 0 needs --cls-head pool'),
 ])
 def test_score_free_bad_flags(args, message):
     r = run_script('score_free.py', *args)
@@ -414,19 +422,25 @@ def classifier_against_fixed_generator(tiny_teacher, real_images, steps):
     return args, G, cls, opts, start, held_out_bce()
 
 
-def test_classifier_learns_real_from_generated_within_100_steps(tiny_teacher, real_images):
+@pytest.fixture(scope='module')
+def trained_classifier(tiny_teacher, real_images):
+    """The classifier after the pilot's 100 warm-up steps against the frozen generator (shared: it takes ~17 s)."""
+    return classifier_against_fixed_generator(tiny_teacher, real_images, 100)
+
+
+def test_classifier_learns_real_from_generated_within_100_steps(trained_classifier):
     """The failure this guards against: a classifier at chance (BCE 2·ln 2 = 1.386) while the generator follows its
     gradient. With the generator fixed, the held-out BCE must fall clearly below chance in 100 steps (the pilot's
     warm-up; measured here: 1.09 after 20 steps, 0.39 after 100)."""
-    _, _, _, _, start, end = classifier_against_fixed_generator(tiny_teacher, real_images, 100)
+    _, _, _, _, start, end = trained_classifier
     assert start == pytest.approx(2 * np.log(2), abs=1e-6)  # zero head: exactly at chance
     assert end < 1.0
 
 
-def test_generator_step_through_a_trained_classifier_lowers_its_fake_logit(tiny_teacher, real_images):
+def test_generator_step_through_a_trained_classifier_lowers_its_fake_logit(trained_classifier):
     """Between the loss and the update there is no sign error: after the classifier has learned, one generator
     step (its loss, backward, Adam) lowers the classifier's logit on the same generated batch."""
-    args, G, cls, opts, _, _ = classifier_against_fixed_generator(tiny_teacher, real_images, 100)
+    args, G, cls, opts, _, _ = trained_classifier
     cls.requires_grad_(False)
     z, sigma, noise = torch.randn(16, 3, 32, 32), torch.full([16, 1, 1, 1], 0.5), torch.randn(16, 3, 32, 32)
     logit = lambda: cls(common.generate_one_step(G, z, args.sigma_init) + sigma * noise, sigma).mean().item()
@@ -483,13 +497,13 @@ class FixedLogits(torch.nn.Module):
 
 
 def test_verifier_keeps_candidates_by_the_ratio_and_k1_is_the_plain_sampler():
-    G = common.build_net('tiny', 32, 3, 0, 0.0).eval()
+    G = common.build_net('tiny', 16, 3, 0, 0.0).eval()  # 16x16: the stand-in classifier ignores the images anyway
     cpu = torch.device('cpu')
     seeds, k = [3, 7, 11], 4
     plain = common.one_step_sampler(G, 1.0, cpu)(seeds)
     assert torch.equal(score_free.verified_sampler(G, FixedLogits([0.0]), 1.0, cpu, 1)(seeds), plain)
     candidates = common.one_step_sampler(G, 1.0, cpu)([s * k + j for s in seeds for j in range(k)])
-    candidates = candidates.reshape(len(seeds), k, 3, 32, 32)
+    candidates = candidates.reshape(len(seeds), k, 3, 16, 16)
     cls = FixedLogits([3.0, -60.0, 2.0, 5.0])  # candidate 1: by far the largest p/q = e^{-c}
     for rule in ('best', 'resample'):  # e^{-c} puts all but ~e^{-62} of the mass on candidate 1
         out = score_free.verified_sampler(G, cls, 1.0, cpu, k, sigma=0.05, rule=rule)(seeds)
@@ -531,3 +545,28 @@ def test_sigma_weights_and_the_normalized_generator_gradient():
         rms = g.flatten(1).pow(2).mean(1).sqrt().reshape(-1, 1, 1, 1)
         expected = score_free.f_weight(c, div).reshape(-1, 1, 1, 1) * g / rms  # h(c)·∇ₓc at unit RMS per image
         torch.testing.assert_close(x0.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('encoder_lr', [0.0, 0.01])
+def test_classifier_encoder_lr_scales_or_freezes_only_the_encoder(tiny_teacher, encoder_lr):
+    """--cls-encoder-lr: the head trains at --cls-lr, the teacher's encoder at that times encoder_lr (the lr ramp
+    keeps the ratio); 0 freezes the encoder through whole iterations (the generator step must not unfreeze it)."""
+    import contextlib
+    torch.manual_seed(0)
+    args = score_free.parse_args(['--device', 'cpu', '--cls-lr', '1e-3', '--cls-encoder-lr', str(encoder_lr),
+                                  '--lr-rampup-kimg', '1'])
+    teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
+    reals = common.BatchSampler(common.load_image_folder(tiny_teacher[0]), 8, 'cpu', seed=0)
+    G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
+    common.lr_ramp(zip(opts, (args.lr, args.cls_lr)), 500, args.lr_rampup_kimg)  # half-way up the ramp
+    lrs = sorted(g['lr'] for g in opts[1].param_groups)
+    assert lrs == pytest.approx([5e-4] if encoder_lr == 0 else [5e-6, 5e-4])
+    encoder = torch.cat([p.detach().flatten().clone() for n, p in cls.named_parameters() if n.startswith('model.')])
+    head = torch.cat([p.detach().flatten().clone() for n, p in cls.named_parameters() if not n.startswith('model.')])
+    for _ in range(2):
+        score_free.iteration(args, (G, G, cls, cls, cls), opts, [None, None], contextlib.nullcontext, reals, 8,
+                             torch.device('cpu'))
+    encoder_after = torch.cat([p.detach().flatten() for n, p in cls.named_parameters() if n.startswith('model.')])
+    head_after = torch.cat([p.detach().flatten() for n, p in cls.named_parameters() if not n.startswith('model.')])
+    assert not torch.equal(head, head_after)
+    assert torch.equal(encoder, encoder_after) == (encoder_lr == 0)
