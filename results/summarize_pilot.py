@@ -86,7 +86,7 @@ def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
                   'over the second half of the run. Warm-up counts iterations of `cls steps` classifier steps.', '']
         lines += table(screens, [c for c in cols if c != 'fid2k'] + ['cls steps', 'grad penalty'])
     if os.path.isdir(screens2):
-        lines += ['', '## Screens with FID: 4 kimg at generator lr 1e-4, one or two changes at a time', '',
+        lines += ['', '## Screens with FID: 4 kimg, generator lr 1e-4 unless the G lr column says otherwise, one or two changes at a time', '',
                   '`bash results/pilot_score_free.sh screens2`: classifier lr 1e-3 (its encoder at that × the "encoder lr ×"',
                   'column), warm-up 100, 4 kimg, FID-1k of',
                   'the EMA generator against the same reference (1,000 samples: compare only within this table).', '']

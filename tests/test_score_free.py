@@ -570,3 +570,5 @@ def test_classifier_encoder_lr_scales_or_freezes_only_the_encoder(tiny_teacher, 
     head_after = torch.cat([p.detach().flatten() for n, p in cls.named_parameters() if not n.startswith('model.')])
     assert not torch.equal(head, head_after)
     assert torch.equal(encoder, encoder_after) == (encoder_lr == 0)
+    if encoder_lr == 0:  # frozen, not merely left out of Adam: no gradient is ever computed for it
+        assert all(not p.requires_grad and p.grad is None for n, p in cls.named_parameters() if n.startswith('model.'))
