@@ -97,6 +97,8 @@ def parse_args(argv=None):
         p.error(f'--divergence must be one of {DIVERGENCES}, not {args.divergence!r}')
     if args.batch <= 0 or args.total_kimg <= 0 or args.cls_steps < 1 or args.sigma_init <= 0:
         p.error('--batch, --total-kimg, --cls-steps and --sigma-init must be positive')
+    if args.cls_encoder_lr < 0:
+        p.error('--cls-encoder-lr must be 0 (frozen encoder) or positive')
     if not args.cls_head_norm and args.cls_head != 'pool':
         p.error('--cls-head-norm 0 needs --cls-head pool')
     if args.cls_loss == 'patch' and args.cls_head == 'multi':

@@ -272,6 +272,7 @@ def test_score_free_bench_prints_figures():
     (['--cls-steps', '0'], 'must be positive'),
     (['--cls-head', 'multi', '--cls-loss', 'patch'], '--cls-loss patch needs per-location logits'),
     (['--cls-head', 'unet', '--cls-head-norm', '0'], '--cls-head-norm 0 needs --cls-head pool'),
+    (['--cls-encoder-lr', '-1'], '--cls-encoder-lr must be 0'),
 ])
 def test_score_free_bad_flags(args, message):
     r = run_script('score_free.py', *args)
