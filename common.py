@@ -71,12 +71,13 @@ class Conv2d(nn.Module):
         self.register_buffer('resample_filter', (f.ger(f) / f.sum().square())[None, None] if up or down else None)
 
     def forward(self, x):
-        if self.up:    # depthwise transposed conv with 4x the box filter = nearest-neighbour 2x upsampling
-            f = self.resample_filter.to(x.dtype).mul(4).tile([self.in_channels, 1, 1, 1])
-            x = F.conv_transpose2d(x, f, groups=self.in_channels, stride=2)
-        if self.down:  # depthwise stride-2 conv with the box filter = 2x2 average pooling
-            f = self.resample_filter.to(x.dtype).tile([self.in_channels, 1, 1, 1])
-            x = F.conv2d(x, f, groups=self.in_channels, stride=2)
+        # EDM resamples with a depthwise (transposed) conv by this filter; for the [1,1] box filter (the only one
+        # DDPM++ uses, checked when weights are loaded) that is exactly nearest-neighbour 2x upsampling and 2x2
+        # average pooling, which need no filter tensor per call
+        if self.up:
+            x = F.interpolate(x, scale_factor=2, mode='nearest')
+        if self.down:
+            x = F.avg_pool2d(x, 2)
         if self.weight is not None:
             x = F.conv2d(x, self.weight.to(x.dtype), padding=self.weight.shape[-1] // 2)
         if self.bias is not None:
@@ -1032,6 +1033,10 @@ def load_net_state(net, state_dict, source):
     if missing or extra or shape:
         raise ValueError(f'{source}: weights do not fit the network: missing {missing[:5]}, unexpected '
                          f'{extra[:5]}, shape mismatches {shape[:5]}')
+    box = [k for k in own if k.endswith('resample_filter')
+           and not torch.equal(state_dict[k].float().cpu(), own[k].float().cpu())]
+    if box:  # Conv2d resamples by nearest / average pooling, which is what the [1,1] box filter computes
+        raise ValueError(f'{source}: {box[0]} is not the [1,1] box filter; only DDPM++\'s resampling is supported')
     net.load_state_dict(state_dict)
 
 

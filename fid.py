@@ -48,9 +48,23 @@ class BasicConv2d(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001)
+        # set by fold_batchnorm(); not in the state_dict, so every weights file loads as before
+        self.register_buffer('folded_weight', None, persistent=False)
+        self.register_buffer('folded_bias', None, persistent=False)
+
+    @torch.no_grad()
+    def fold_batchnorm(self):
+        """For inference: conv then batch norm (running statistics) is one conv with weight w·γ/√(var + ε) and
+        bias β − mean·γ/√(var + ε), computed here in float64. One pass over the activations instead of three
+        (conv, norm, ReLU): the same features to ~1e-6, and faster on CPU where these passes are memory-bound."""
+        scale = self.bn.weight.double() / torch.sqrt(self.bn.running_var.double() + self.bn.eps)
+        self.folded_weight = (self.conv.weight.double() * scale.reshape(-1, 1, 1, 1)).float()
+        self.folded_bias = (self.bn.bias.double() - self.bn.running_mean.double() * scale).float()
 
     def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
+        if self.folded_weight is None or self.training:
+            return F.relu(self.bn(self.conv(x)))
+        return F.relu_(F.conv2d(x, self.folded_weight, self.folded_bias, self.conv.stride, self.conv.padding))
 
 
 def avg_pool(x):
@@ -268,6 +282,9 @@ def load_inception(path=None, allow_download=True):
         raise ValueError(f'{path!r} is not an Inception-v3 FID weights file: missing {missing[:4]}, unexpected '
                          f'{unexpected[:4]}, wrong shapes {bad[:4]}')
     net.load_state_dict(state, strict=False)
+    for m in net.modules():
+        if isinstance(m, BasicConv2d):
+            m.fold_batchnorm()
     # channels_last: oneDNN's CPU convolutions (and cuDNN's) run NHWC without a layout change per layer
     return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 

@@ -50,6 +50,9 @@ def parse_args(argv=None):
                    help='w(σ): sigma2 makes rkl the exact counterpart of Diff-Instruct (spec); damped bounds it at '
                         'large σ; one; normalized rescales each image\'s ∇ₓc to unit RMS (see sigma_weight, '
                         'normalized_generator_loss and results/pilot_score_free.md)')
+    p.add_argument('--gen-sigma-max', type=float, default=float('inf'),
+                   help='the generator loss ignores σ above this (ours: no limit, the spec). A classifier is near '
+                        'chance at large σ, yet w = σ² makes its gradient there the largest (classifier_sigma.md)')
     p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, classifier and generator (EDM / DI)')
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
     p.add_argument('--batch', type=int, default=128, help='total batch (DI official)')
@@ -97,6 +100,8 @@ def parse_args(argv=None):
         p.error(f'--divergence must be one of {DIVERGENCES}, not {args.divergence!r}')
     if args.batch <= 0 or args.total_kimg <= 0 or args.cls_steps < 1 or args.sigma_init <= 0:
         p.error('--batch, --total-kimg, --cls-steps and --sigma-init must be positive')
+    if not args.gen_sigma_max > 0:
+        p.error('--gen-sigma-max must be positive')
     if args.cls_encoder_lr < 0:
         p.error('--cls-encoder-lr must be 0 (frozen encoder) or positive')
     if not args.cls_head_norm and args.cls_head != 'pool':
@@ -379,8 +384,10 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
     set_trainable(opts[1], False)  # φ frozen: gradients flow through c_φ into x₀ and on into G
     with autocast():
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight,
-                                x0_labels).mean()
+        loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, x0_labels)
+        if args.gen_sigma_max < float('inf'):  # drop those images' terms (no host sync: a mask, not an index)
+            loss_G = loss_G * (sigma.flatten() <= args.gen_sigma_max)
+        loss_G = loss_G.mean()
     opts[0].zero_grad(set_to_none=True)
     (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
     common.optimizer_step(opts[0], G.parameters(), scalers[0])

@@ -96,6 +96,12 @@ declare -A SCREENS2=(
   # can the classifier with the teacher's features keep up if the generator is slower or it takes more steps?
   [enc001_raw_glr3e-5]="--cls-encoder-lr 0.01 --cls-head-norm 0 --lr 3e-5"
   [enc001_k3]="--cls-encoder-lr 0.01 --cls-steps 3"
+  # round 4: the teacher's features kept, but denser supervision than one pooled logit per image
+  [enc001_patch]="--cls-encoder-lr 0.01 --cls-loss patch"   # one BCE per location of the deepest features
+  [enc001_multi]="--cls-encoder-lr 0.01 --cls-head multi"   # every resolution's features, MLP head
+  [enc001_unet_patch]="--cls-encoder-lr 0.01 --cls-head unet --cls-loss patch"  # per-pixel, whole U-Net kept
+  # Adam momentum in the generator (DI's β₁ = 0 turns a noisy classifier gradient into full-size steps)
+  [gb9]="--betas 0.9 0.999"
 )
 screens2() {
   mkdir -p runs/screen2

@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import common
 from conftest import shared_file, write_image_folder
@@ -49,6 +50,22 @@ def test_load_net_state_names_the_bad_key():
     sd = net.state_dict()
     sd['model.enc.32x32_conv.weight'] = torch.zeros(1)
     with pytest.raises(ValueError, match='32x32_conv.weight'):
+        common.load_net_state(net, sd, 'test')
+
+
+def test_resampling_is_edms_depthwise_box_filter_conv_and_other_filters_are_refused():
+    """Conv2d up/down = EDM's depthwise (transposed) conv by the [1,1] box filter, computed as nearest-neighbour
+    upsampling / 2x2 average pooling; weights with any other filter do not load."""
+    x = torch.randn(2, 5, 8, 8)
+    box = torch.full([5, 1, 2, 2], 0.25)
+    up, down = common.Conv2d(5, 5, 0, up=True), common.Conv2d(5, 5, 0, down=True)
+    torch.testing.assert_close(up(x), F.conv_transpose2d(x, box * 4, groups=5, stride=2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(down(x), F.conv2d(x, box, groups=5, stride=2), atol=1e-6, rtol=0)
+    net = common.build_net('tiny', 32, 3, 0, 0.0)
+    sd = net.state_dict()
+    key = next(k for k in sd if k.endswith('resample_filter'))
+    sd[key] = torch.tensor([[[[1., 3.], [3., 9.]]]]) / 16
+    with pytest.raises(ValueError, match='box filter'):
         common.load_net_state(net, sd, 'test')
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from torch import nn
 from PIL import Image
 
 import fid
@@ -58,6 +59,28 @@ def test_architecture_has_pytorch_fid_keys_and_tap_shapes():
     assert out.shape == (1, 2048)
     assert shapes == {'Conv2d_4a_3x3': (1, 192, 71, 71), 'Mixed_5d': (1, 288, 35, 35),
                       'Mixed_6e': (1, 768, 17, 17), 'Mixed_7c': (1, 2048, 8, 8)}
+
+
+def test_folded_batchnorm_gives_the_same_features_as_conv_then_norm():
+    """load_inception folds each batch norm into its conv (fid.BasicConv2d.fold_batchnorm): same features."""
+    torch.manual_seed(0)
+    net = fid.InceptionV3FID().eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, so a wrong fold cannot pass
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.rand(2, 3, 299, 299) * 2 - 1
+    with torch.no_grad():
+        ref = net(x)
+        for m in net.modules():
+            if isinstance(m, fid.BasicConv2d):
+                m.fold_batchnorm()
+        folded = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(folded, ref, atol=1e-5, rtol=1e-5)
+    assert 'Conv2d_1a_3x3.folded_weight' not in net.state_dict()  # weights files load and save as before
 
 
 def identity_bn(unit):

@@ -273,6 +273,7 @@ def test_score_free_bench_prints_figures():
     (['--cls-head', 'multi', '--cls-loss', 'patch'], '--cls-loss patch needs per-location logits'),
     (['--cls-head', 'unet', '--cls-head-norm', '0'], '--cls-head-norm 0 needs --cls-head pool'),
     (['--cls-encoder-lr', '-1'], '--cls-encoder-lr must be 0'),
+    (['--gen-sigma-max', '0'], '--gen-sigma-max must be positive'),
 ])
 def test_score_free_bad_flags(args, message):
     r = run_script('score_free.py', *args)
@@ -483,6 +484,23 @@ def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_te
     score_free.iteration(args, (G, G, cls, cls, cls), opts, [None, None], contextlib.nullcontext, reals, 16,
                          torch.device('cpu'))
     assert len(calls) == 3  # one pass with gradient, two no-grad samples for the extra classifier steps
+
+
+@pytest.mark.parametrize('sigma_max,moves', [(1e-9, False), (1e9, True)])
+def test_gen_sigma_max_drops_the_generator_terms_above_it(tiny_teacher, sigma_max, moves):
+    """--gen-sigma-max: images whose σ is above it give the generator no gradient (all of them here: G stays
+    put under Adam, while the classifier still trains); a limit above every σ is the plain loss."""
+    import contextlib
+    torch.manual_seed(0)
+    args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3', '--gen-sigma-max', str(sigma_max)])
+    teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
+    reals = common.BatchSampler(common.load_image_folder(tiny_teacher[0]), 8, 'cpu', seed=0)
+    G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
+    before_G, before_cls = common.flat_params(G), common.flat_params(cls)
+    score_free.iteration(args, (G, G, cls, cls, cls), opts, [None, None], contextlib.nullcontext, reals, 8,
+                         torch.device('cpu'))
+    assert (not torch.equal(common.flat_params(G), before_G)) == moves
+    assert not torch.equal(common.flat_params(cls), before_cls)
 
 
 class FixedLogits(torch.nn.Module):
