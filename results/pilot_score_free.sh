@@ -46,6 +46,8 @@ declare -A ARMS=(
   [rkl_norm_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized"
   [js_norm]="score_free.py --divergence js --cls-lr 1e-3 --cls-warmup 100 --weight normalized"
   [js_glr1e-5]="score_free.py --divergence js --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
+  # the generator loss only at σ ≤ 2, where the classifier is right (round-5 screens)
+  [rkl_smax2]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --gen-sigma-max 2"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
@@ -102,6 +104,12 @@ declare -A SCREENS2=(
   [enc001_unet_patch]="--cls-encoder-lr 0.01 --cls-head unet --cls-loss patch"  # per-pixel, whole U-Net kept
   # Adam momentum in the generator (DI's β₁ = 0 turns a noisy classifier gradient into full-size steps)
   [gb9]="--betas 0.9 0.999"
+  # round 5: the generator loss only where the classifier is right (σ ≤ 2; above it is near chance, yet w = σ²
+  # makes its gradient there the largest)
+  [smax2]="--gen-sigma-max 2"
+  [enc001_smax2]="--cls-encoder-lr 0.01 --gen-sigma-max 2"
+  [smax1]="--gen-sigma-max 1"
+  [init]="--lr 0"                                  # the untrained teacher-initialised generator (the start)
 )
 screens2() {
   mkdir -p runs/screen2
