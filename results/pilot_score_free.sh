@@ -48,6 +48,7 @@ declare -A ARMS=(
   [js_glr1e-5]="score_free.py --divergence js --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
   # the generator loss only at σ ≤ 2, where the classifier is right (round-5 screens)
   [rkl_smax2]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --gen-sigma-max 2"
+  [rkl_norm_smax2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
@@ -109,6 +110,7 @@ declare -A SCREENS2=(
   [smax2]="--gen-sigma-max 2"
   [enc001_smax2]="--cls-encoder-lr 0.01 --gen-sigma-max 2"
   [smax1]="--gen-sigma-max 1"
+  [smax5]="--gen-sigma-max 5"
   [init]="--lr 0"                                  # the untrained teacher-initialised generator (the start)
 )
 screens2() {
