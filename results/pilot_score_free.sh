@@ -48,8 +48,9 @@ declare -A ARMS=(
   [js_glr1e-5]="score_free.py --divergence js --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1"
   # the generator loss only at σ ≤ 2, where the classifier is right (round-5 screens)
   [rkl_smax2]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --gen-sigma-max 2"
-  # both: each image's gradient normalised and only σ ≤ 2 (the first arm that learns: FID-2k 232.0 at 16 kimg)
+  # both: each image's gradient normalised and only σ ≤ 2 (the first arm that learns: FID-2k 232.0 / 286.2, seeds 0 / 1)
   [rkl_norm_smax2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
+  [rkl_norm_smax2_glr3e-5_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --seed 1"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
