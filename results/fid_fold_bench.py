@@ -39,11 +39,13 @@ def conv_profile(net, images, batch):
         if isinstance(m, fid.BasicConv2d):
             timed(name, m)
     with torch.no_grad():
+        t0 = time.perf_counter()
         net(x)
+        total = time.perf_counter() - t0
     for name in sorted(times, key=times.get, reverse=True)[:8]:
         print(f'  {name:28s} {1000 * times[name]:7.1f} ms  {flops[name] / times[name] / 1e9:6.1f} GFLOP/s')
-    print(f'  all convolutions: {sum(times.values()):.2f} s, {sum(flops.values()) / sum(times.values()) / 1e9:.1f} '
-          f'GFLOP/s on average')
+    print(f'  all convolutions: {sum(times.values()):.2f} s of {total:.2f} s ({100 * sum(times.values()) / total:.0f} %), '
+          f'{sum(flops.values()) / sum(times.values()) / 1e9:.1f} GFLOP/s on average')
 
 
 def main():
