@@ -19,6 +19,7 @@ The classifier is the teacher U-Net's encoder half (same blocks and σ embedding
 import argparse
 import contextlib
 import copy
+import math
 import os
 import time
 
@@ -51,8 +52,12 @@ def parse_args(argv=None):
                         'large σ; one; normalized rescales each image\'s ∇ₓc to unit RMS (see sigma_weight, '
                         'normalized_generator_loss and results/pilot_score_free.md)')
     p.add_argument('--gen-sigma-max', type=float, default=float('inf'),
-                   help='the generator loss ignores σ above this (ours: no limit, the spec). A classifier is near '
-                        'chance at large σ, yet w = σ² makes its gradient there the largest (classifier_sigma.md)')
+                   help='the generator\'s σ is drawn from the log-normal truncated to [--gen-sigma-min, this] (ours: no '
+                        'limit, the spec). A classifier is near chance at large σ, yet w = σ² makes its gradient there '
+                        'the largest (classifier_sigma.md)')
+    p.add_argument('--gen-sigma-min', type=float, default=0.0,
+                   help='lower end of the generator\'s σ range (ours: 0, the spec). At small σ a saturated classifier\'s '
+                        'input gradient points almost anywhere (cosine with Diff-Instruct\'s ~0.1, classifier_sigma.md)')
     p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, classifier and generator (EDM / DI)')
     p.add_argument('--P-std', type=float, default=1.2, help='ln σ std (EDM / DI)')
     p.add_argument('--batch', type=int, default=128, help='total batch (DI official)')
@@ -100,8 +105,8 @@ def parse_args(argv=None):
         p.error(f'--divergence must be one of {DIVERGENCES}, not {args.divergence!r}')
     if args.batch <= 0 or args.total_kimg <= 0 or args.cls_steps < 1 or args.sigma_init <= 0:
         p.error('--batch, --total-kimg, --cls-steps and --sigma-init must be positive')
-    if not args.gen_sigma_max > 0:
-        p.error('--gen-sigma-max must be positive')
+    if not 0 <= args.gen_sigma_min < args.gen_sigma_max:
+        p.error('need 0 <= --gen-sigma-min < --gen-sigma-max')
     if args.cls_encoder_lr < 0:
         p.error('--cls-encoder-lr must be 0 (frozen encoder) or positive')
     if not args.cls_head_norm and args.cls_head != 'pool':
@@ -383,15 +388,33 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
 
     set_trainable(opts[1], False)  # φ frozen: gradients flow through c_φ into x₀ and on into G
     with autocast():
-        sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
+        sigma = generator_sigma(batch, device, args)
         loss_G = generator_loss(cls_c, x0, sigma, torch.randn_like(x0), args.divergence, args.weight, x0_labels)
-        if args.gen_sigma_max < float('inf'):  # drop those images' terms (no host sync: a mask, not an index)
-            loss_G = loss_G * (sigma.flatten() <= args.gen_sigma_max)
         loss_G = loss_G.mean()
     opts[0].zero_grad(set_to_none=True)
     (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
     common.optimizer_step(opts[0], G.parameters(), scalers[0])
     return torch.stack([loss_cls.detach(), loss_G.detach(), acc_fake, acc_real])
+
+
+def truncated_lognormal_sigma(batch, device, P_mean, P_std, lo, hi):
+    """σ with ln σ ~ N(P_mean, P_std²) conditioned on lo ≤ σ ≤ hi, by the inverse CDF (every image counts,
+    no rejection, no host sync): u uniform between Φ(a) and Φ(b), ln σ = P_mean + P_std·Φ⁻¹(u)."""
+    def cdf(s):  # P(σ ≤ s) under the untruncated log-normal
+        if s <= 0 or s == float('inf'):
+            return 0.0 if s <= 0 else 1.0
+        return 0.5 * math.erfc(-(math.log(s) - P_mean) / (P_std * math.sqrt(2)))
+    a, b = cdf(lo), cdf(hi)
+    u = a + (b - a) * torch.rand([batch, 1, 1, 1], device=device, dtype=torch.float64)
+    return (P_mean + P_std * torch.special.ndtri(u)).exp().float().clamp(lo, hi)
+
+
+def generator_sigma(batch, device, args):
+    """The generator step's σ: EDM's log-normal (the spec), or the same truncated to [gen_sigma_min, gen_sigma_max].
+    Truncating gives the masked loss's expected gradient up to the constant factor P(band), from the whole batch."""
+    if args.gen_sigma_min == 0 and args.gen_sigma_max == float('inf'):
+        return common.edm_sigma(batch, device, args.P_mean, args.P_std)
+    return truncated_lognormal_sigma(batch, device, args.P_mean, args.P_std, args.gen_sigma_min, args.gen_sigma_max)
 
 
 def build_nets(teacher, args, device):
