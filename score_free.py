@@ -13,7 +13,10 @@ converges to the log-ratio c* = log q_σ − log p_σ. No teacher forward pass a
 needed: the data set is used instead. For an f-divergence D_f(p_σ ‖ q_σ) = E_q[f(p_σ/q_σ)], with u = e^{−c},
     ∇_θ D_f = E[ h(c)·∇ₓc(x_σ, σ)ᵀ ∂x_σ/∂θ ],    h(c) = u² f''(u),
 so one generator loss covers the family:  L_G = E[ w(σ) · stopgrad(h(c)) · c_φ(G(z) + σε, σ) ]  (φ frozen).
-With w(σ) = σ² and h = 1 (reverse KL) its expected gradient is exactly Diff-Instruct's.
+With w(σ) = σ² and h = 1 (reverse KL) its expected gradient is exactly Diff-Instruct's (--weight sigma2
+--gen-sigma-max inf, the spec). The defaults differ where real images showed they must (results/pilot_score_free.md):
+a learned classifier saturates at small σ and is near chance at large σ, so each image's ∇ₓc is rescaled to unit
+RMS (--weight normalized) and the generator's σ is drawn only up to 2 (--gen-sigma-max 2).
 The classifier is the teacher U-Net's encoder half (same blocks and σ embedding), pooled, with a linear head.
 """
 import argparse
@@ -47,14 +50,14 @@ def parse_args(argv=None):
     p.add_argument('--cond', type=int, default=0, help='class-conditional (needs a conditional teacher)')
     p.add_argument('--divergence', default='rkl', help=f'one of {DIVERGENCES} (the paper\'s family; rkl = DiKL)')
     p.add_argument('--sigma-init', type=float, default=1.0, help='σ at which G evaluates the net (as DI: 1.0)')
-    p.add_argument('--weight', default='sigma2', choices=WEIGHTS,
-                   help='w(σ): sigma2 makes rkl the exact counterpart of Diff-Instruct (spec); damped bounds it at '
-                        'large σ; one; normalized rescales each image\'s ∇ₓc to unit RMS (see sigma_weight, '
-                        'normalized_generator_loss and results/pilot_score_free.md)')
-    p.add_argument('--gen-sigma-max', type=float, default=float('inf'),
-                   help='the generator\'s σ is drawn from the log-normal truncated to [--gen-sigma-min, this] (ours: no '
-                        'limit, the spec). A classifier is near chance at large σ, yet w = σ² makes its gradient there '
-                        'the largest (classifier_sigma.md)')
+    p.add_argument('--weight', default='normalized', choices=WEIGHTS,
+                   help='normalized (pilot on real images, results/pilot_score_free.md) rescales each image\'s ∇ₓc to '
+                        'unit RMS; sigma2 makes rkl the exact counterpart of Diff-Instruct (the spec); damped bounds '
+                        'σ² at large σ; one (see sigma_weight and normalized_generator_loss)')
+    p.add_argument('--gen-sigma-max', type=float, default=2.0,
+                   help='the generator\'s σ is drawn from the log-normal truncated to [--gen-sigma-min, this]. 2 (pilot: '
+                        'above it the classifier is near chance, yet its gradient there made the blotches; '
+                        'results/classifier_sigma.md); inf: the spec')
     p.add_argument('--gen-sigma-min', type=float, default=0.0,
                    help='lower end of the generator\'s σ range (ours: 0, the spec). At small σ a saturated classifier\'s '
                         'input gradient points almost anywhere (cosine with Diff-Instruct\'s ~0.1, classifier_sigma.md)')

@@ -1,6 +1,7 @@
 """score_free.py: h(c) against closed forms and finite differences; the generator gradient against quadrature of
 each f-divergence and against Diff-Instruct's; a classifier trained with the implemented loss recovers the
 log-ratio's gradient and drives a generator to the data; the script end to end."""
+import copy
 import json
 import math
 import os
@@ -440,15 +441,20 @@ def test_classifier_learns_real_from_generated_within_100_steps(trained_classifi
     assert end < 1.0
 
 
-def test_generator_step_through_a_trained_classifier_lowers_its_fake_logit(trained_classifier):
+@pytest.mark.parametrize('weight', ['sigma2', 'normalized'])
+def test_generator_step_through_a_trained_classifier_lowers_its_fake_logit(trained_classifier, weight):
     """Between the loss and the update there is no sign error: after the classifier has learned, one generator
-    step (its loss, backward, Adam) lowers the classifier's logit on the same generated batch."""
+    step (its loss, backward, Adam) lowers the classifier's logit on the same generated batch, with the spec's
+    weight and the default (normalized) one."""
     args, G, cls, opts, _, _ = trained_classifier
+    G = copy.deepcopy(G)  # the fixture is shared: step a copy
+    opts = [common.make_adam(G.parameters(), 1e-3, (0.0, 0.999))]
     cls.requires_grad_(False)
     z, sigma, noise = torch.randn(16, 3, 32, 32), torch.full([16, 1, 1, 1], 0.5), torch.randn(16, 3, 32, 32)
     logit = lambda: cls(common.generate_one_step(G, z, args.sigma_init) + sigma * noise, sigma).mean().item()
     before = logit()
-    loss = score_free.generator_loss(cls, common.generate_one_step(G, z, args.sigma_init), sigma, noise, 'rkl').mean()
+    loss = score_free.generator_loss(cls, common.generate_one_step(G, z, args.sigma_init), sigma, noise, 'rkl',
+                                     weight).mean()
     opts[0].zero_grad()
     loss.backward()
     opts[0].step()
@@ -503,9 +509,9 @@ def test_generator_sigma_is_the_log_normal_truncated_to_the_band(lo, hi):
         assert abs((sigma <= s).double().mean().item() - q) < 0.01
 
 
-def test_generator_step_sees_only_sigmas_in_the_band_and_the_default_is_edms(tiny_teacher, monkeypatch):
-    """The σ of the generator's loss comes from the band; the classifier's σ are still EDM's whole log-normal;
-    without a band the generator's σ is EDM's draw (the spec)."""
+def test_generator_step_sees_only_sigmas_in_the_band_and_without_one_edms(tiny_teacher, monkeypatch):
+    """The σ of the generator's loss comes from the band (default: up to 2); without a band (the spec:
+    --gen-sigma-max inf) the generator's σ is EDM's draw itself."""
     import contextlib
     seen = []
     real_loss = score_free.generator_loss
@@ -513,7 +519,8 @@ def test_generator_step_sees_only_sigmas_in_the_band_and_the_default_is_edms(tin
     teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
     reals = common.BatchSampler(common.load_image_folder(tiny_teacher[0]), 64, 'cpu', seed=0)
     for band, check in [(['--gen-sigma-min', '0.5', '--gen-sigma-max', '2'], lambda s: 0.5 <= s.min() and s.max() <= 2),
-                        ([], lambda s: s.max() > 2 or s.min() < 0.5)]:
+                        ([], lambda s: s.max() <= 2 and s.min() < 0.5),
+                        (['--gen-sigma-max', 'inf'], lambda s: s.max() > 2)]:
         torch.manual_seed(0)
         args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3'] + band)
         G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))
