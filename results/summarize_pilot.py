@@ -30,27 +30,50 @@ def arm_row(path):
     fids = {}
     for name in ('fid2k', 'fid1k'):
         f = os.path.join(path, name + '.txt')
-        fids[name] = open(f).read().split()[1] if os.path.isfile(f) else 'n/a'
+        fids[name] = open(f).read().split()[1] if os.path.isfile(f) and os.path.getsize(f) else 'n/a'
     later = ticks[len(ticks) // 2:]  # the second half of the run
     mean = lambda key: sum(t[key] for t in later) / len(later)
     grids = sorted(glob.glob(os.path.join(path, 'fakes_0*.png')))
-    row = {'arm': os.path.basename(path), 'method': ckpt['method'], 'G lr': cfg['lr'],
+    row = {'arm': os.path.basename(path), 'method': ckpt['method'], 'G lr': cfg['lr'], 'seed': cfg.get('seed', 0),
            'img/s': f'{sum(t["img/s"] for t in ticks) / len(ticks):.1f}', **fids,
            'last grid: brightness / colour spread': grid_stats(grids[-1]) if grids else 'n/a'}
     if ckpt['method'] == 'score_free':
         row.update({'divergence': cfg['divergence'], 'classifier lr': cfg['cls_lr'], 'warm-up': cfg['cls_warmup'],
                     'cls steps': cfg['cls_steps'], 'grad penalty': cfg.get('cls_grad_penalty', 0.0),
                     'w(σ)': cfg['weight'], 'BCE (2nd half)': f'{mean("loss_cls"):.3f}',
+                    'G σ range': f'{cfg.get("gen_sigma_min", 0.0):g}–{cfg.get("gen_sigma_max", float("inf")):g}',
                     'head / loss': f'{cfg.get("cls_head", "pool")} / {cfg.get("cls_loss", "image")}',
                     'classifier β1': cfg['cls_betas'][0], 'encoder lr ×': cfg.get('cls_encoder_lr', 1.0),
                     'head norm': cfg.get('cls_head_norm', 1), 'global stats': cfg.get('cls_global', 0),
                     'acc fake / real (2nd half)': f'{mean("acc_fake"):.2f} / {mean("acc_real"):.2f}'})
     else:
         row.update({'divergence': 'ikl (DI)', 'classifier lr': f'fake score {cfg["fake_lr"]}', 'warm-up': '-',
-                    'w(σ)': 'σ²', 'BCE (2nd half)': '-', 'acc fake / real (2nd half)': '-', 'cls steps': '-',
+                    'w(σ)': 'σ²', 'G σ range': '0–inf', 'BCE (2nd half)': '-', 'acc fake / real (2nd half)': '-', 'cls steps': '-',
                     'grad penalty': '-', 'head / loss': '-', 'classifier β1': '-', 'encoder lr ×': '-',
                     'head norm': '-', 'global stats': '-'})
     return row
+
+
+def seeds_table(root):
+    """Arms run with several seeds (<arm>, <arm>_seed1, ...): each seed's FID-2k, their mean and range."""
+    fids = {}
+    for f in sorted(glob.glob(os.path.join(root, '*', 'fid2k.txt'))):
+        if not os.path.getsize(f):  # a FID still running
+            continue
+        name = os.path.basename(os.path.dirname(f))
+        base, _, seed = name.rpartition('_seed')
+        base, seed = (base, int(seed)) if base and seed.isdigit() else (name, 0)
+        fids.setdefault(base, {})[seed] = float(open(f).read().split()[1])
+    rows = [(b, v) for b, v in sorted(fids.items()) if len(v) > 1]
+    if not rows:
+        return []
+    lines = ['', '## Arms with several seeds (FID-2k; the training seed is --seed, the FID's samples come from the same seeds in every arm)', '',
+             '| arm | FID-2k per seed | mean | range |', '|---|---|---|---|']
+    for base, v in rows:
+        vals = list(v.values())
+        per = ', '.join(f'{s}: {x:.1f}' for s, x in sorted(v.items()))
+        lines.append(f'| {base} | {per} | {np.mean(vals):.1f} | {min(vals):.1f}–{max(vals):.1f} |')
+    return lines
 
 
 def table(root, cols):
@@ -61,8 +84,8 @@ def table(root, cols):
 
 
 def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
-    cols = ['arm', 'method', 'divergence', 'G lr', 'classifier lr', 'warm-up', 'w(σ)', 'BCE (2nd half)',
-            'acc fake / real (2nd half)', 'img/s', 'fid2k']
+    cols = ['arm', 'method', 'divergence', 'G lr', 'classifier lr', 'warm-up', 'w(σ)', 'G σ range', 'seed',
+            'BCE (2nd half)', 'acc fake / real (2nd half)', 'img/s', 'fid2k']
     teacher = os.path.join(root, 'teacher', 'fid2k.txt')
     lines = ['# Pilot: score-free vs Diff-Instruct on real images (CPU scale)', '',
              'Made by `python results/summarize_pilot.py` from the runs of `bash results/pilot_score_free.sh`.',
@@ -72,6 +95,7 @@ def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
     if os.path.isfile(teacher):
         lines += [f'Teacher, Heun 35 NFE: {open(teacher).read().strip()}', '']
     lines += table(root, cols + ['last grid: brightness / colour spread'])
+    lines += seeds_table(root)
     ks = [(k, os.path.join(root, 'rkl_norm_glr3e-5', f'verifier_k{k}.txt')) for k in (1, 2, 4, 8)]
     ks = [(k, open(f).read().split()) for k, f in ks if os.path.isfile(f) and os.path.getsize(f)]
     if ks:
