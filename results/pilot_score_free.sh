@@ -66,6 +66,9 @@ declare -A ARMS=(
   # the recipe at Diff-Instruct's official generator lr (score_free.py's default), and Diff-Instruct at the recipe's
   [rkl_norm_smax2_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
   [di_glr3e-5]="diff_instruct.py --lr 3e-5 --fake-lr 3e-5"
+  # the recipe with the whole teacher U-Net as the classifier (at the tiny preset the encoder half has 0.04M
+  # parameters; Diff-Instruct's fake score is the whole 0.19M-parameter net)
+  [rkl_norm_smax2_glr3e-5_unet]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-head unet"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
