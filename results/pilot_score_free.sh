@@ -63,6 +63,7 @@ declare -A ARMS=(
   # is saturated and its gradient's direction is nearly random (results/classifier_sigma.md: cosine with DI ~0.1)
   [rkl_norm_band05_2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2"
   [rkl_norm_band05_2_glr3e-5_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --seed 1"
+  [rkl_norm_band05_2_glr3e-5_seed2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --seed 2"
   # the recipe at Diff-Instruct's official generator lr (score_free.py's default), and Diff-Instruct at the recipe's
   [rkl_norm_smax2_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
   [di_glr3e-5]="diff_instruct.py --lr 3e-5 --fake-lr 3e-5"
