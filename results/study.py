@@ -33,15 +33,19 @@ TIERS = {
     'cpu': dict(
         teacher=['--preset', 'tiny', '--batch', '64', '--lr', '1e-3', '--lr-rampup-kimg', '10',
                  '--ema-halflife-kimg', '10', '--total-kimg', '120', '--tick-kimg', '10', '--snapshot-ticks', '4'],
-        arm=['--batch', '64', '--lr', '1e-4', '--ema-halflife-kimg', '2', '--total-kimg', '16', '--tick-kimg', '4',
+        arm=['--batch', '64', '--ema-halflife-kimg', '2', '--total-kimg', '16', '--tick-kimg', '4',
              '--snapshot-ticks', '2'],
+        # each method at the generator lr the pilot found best for it (results/pilot_score_free.md): Diff-Instruct
+        # 1e-4 (its fake score at the same lr), score-free 3e-5 (with its defaults: normalized weight, σ ≤ 2)
+        lr=dict(diff_instruct='1e-4', score_free='3e-5'),
         init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
         per_class=200, fid_num=1000, device='cpu'),
     'gpu': dict(
         teacher=['--preset', 'small', '--batch', '256', '--lr', '1e-3', '--lr-rampup-kimg', '200',
                  '--ema-halflife-kimg', '50', '--total-kimg', '2000', '--tick-kimg', '100', '--snapshot-ticks', '5'],
-        arm=['--batch', '128', '--lr', '2e-5', '--ema-halflife-kimg', '20', '--total-kimg', '400',
+        arm=['--batch', '128', '--ema-halflife-kimg', '20', '--total-kimg', '400',
              '--tick-kimg', '50', '--snapshot-ticks', '2'],
+        lr=dict(diff_instruct='2e-5', score_free='2e-5'),  # untested: between DI's official 1e-5 and the pilot's
         init=['--init-kimg', '400', '--init-batch', '128', '--init-lr', '1e-4', '--mapping-pairs', '20000'],
         per_class=1000, fid_num=10000, device='cuda'),
 }
@@ -137,11 +141,14 @@ def run(args):
         else:
             resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
             cmd = [script, '--outdir', out] + extra + resume
+        method = args.init_method if script == 'scratch_init.py' else script[:-3]
+        lr = cfg['lr'][method]
         cmd += ['--dataset', p['data'], '--teacher', teacher_ckpt, '--device', cfg['device'], '--fid-ref', p['ref'],
-                '--fid-num', fid_num, '--inception', p['inception']] + cfg['arm']
+                '--fid-num', fid_num, '--inception', p['inception'], '--lr', lr] + cfg['arm']
+        if method == 'diff_instruct':
+            cmd += ['--fake-lr', lr]  # the fake score at the generator's lr, as in the pilot
         os.makedirs(os.path.dirname(out), exist_ok=True)
         wall = sh(cmd, os.path.join(p['arms'], name + '.log'))
-        method = args.init_method if script == 'scratch_init.py' else script[:-3]
         write_json(os.path.join(out, 'wall.json'), {'wall_s': round(wall, 1), 'method': method})
     # 3. The ratio as a verifier: the reverse-KL score-free generator with k candidates per image.
     gen = os.path.join(arm_dir(p, 'sf_rkl'), 'generator.pt')
@@ -307,7 +314,9 @@ def report(args):
          'published CIFAR-10 numbers). **FID**: real Inception weights, TF pipeline, '
          f'{metric} of fixed seeds against {cfg["per_class"]} training images per class. '
          f'**Teacher**: `teacher.py {" ".join(cfg["teacher"])}`. **Every arm**: `{" ".join(cfg["arm"])}` '
-         f'from that teacher (scratch_init arms: `{" ".join(cfg["init"])}` of pre-training first).', '']
+         f'from that teacher, the generator lr per method as the pilot chose it ('
+         + ', '.join(f'{m} {lr}' for m, lr in cfg['lr'].items()) + '; Diff-Instruct\'s fake score at its lr) '
+         f'(scratch_init arms: `{" ".join(cfg["init"])}` of pre-training first).', '']
     if teacher:
         L.append(f'Teacher, Heun (35 evaluations): {teacher["metric"]} {teacher["value"]:.2f}. '
                  f'Untrained teacher-initialised one-step generator: {metric} {fmt(init_fid, 2)}.')
