@@ -401,14 +401,13 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
 
 
 def truncated_lognormal_sigma(batch, device, P_mean, P_std, lo, hi):
-    """σ with ln σ ~ N(P_mean, P_std²) conditioned on lo ≤ σ ≤ hi, by the inverse CDF (every image counts,
-    no rejection, no host sync): u uniform between Φ(a) and Φ(b), ln σ = P_mean + P_std·Φ⁻¹(u)."""
-    def cdf(s):  # P(σ ≤ s) under the untruncated log-normal
-        if s <= 0 or s == float('inf'):
-            return 0.0 if s <= 0 else 1.0
-        return 0.5 * math.erfc(-(math.log(s) - P_mean) / (P_std * math.sqrt(2)))
-    a, b = cdf(lo), cdf(hi)
-    u = a + (b - a) * torch.rand([batch, 1, 1, 1], device=device, dtype=torch.float64)
+    """σ with ln σ ~ N(P_mean, P_std²) conditioned on lo ≤ σ ≤ hi, by the inverse CDF (every image counts, no
+    rejection, no host sync): u uniform between F(lo) and F(hi), F the log-normal's CDF; σ = F⁻¹(u)."""
+    def F(s):
+        if s <= 0:
+            return 0.0
+        return 1.0 if s == float('inf') else 0.5 * math.erfc(-(math.log(s) - P_mean) / (P_std * math.sqrt(2)))
+    u = F(lo) + (F(hi) - F(lo)) * torch.rand([batch, 1, 1, 1], device=device, dtype=torch.float64)
     return (P_mean + P_std * torch.special.ndtri(u)).exp().float().clamp(lo, hi)
 
 
