@@ -108,6 +108,26 @@ def fid_calc(p, args, out_json, extra):
     write_json(out_json, {'metric': name, 'value': float(value), 'wall_s': round(time.time() - t0, 1)})
 
 
+def arm_command(name, cfg, p, init_method, fid_num):
+    """(the command line of one arm, the one-step method it trains): the arm's flags, then the tier's."""
+    claim, script, extra = ARMS[name]
+    out = arm_dir(p, name)
+    if script == 'scratch_init.py':
+        cmd = [script, '--method', init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1']
+        cmd += extra + cfg['init']
+    else:
+        resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
+        cmd = [script, '--outdir', out] + extra + resume
+    method = init_method if script == 'scratch_init.py' else script[:-3]
+    lr = cfg['lr'][method]
+    cmd += ['--dataset', p['data'], '--teacher', os.path.join(p['teacher'], 'checkpoint.pt'), '--device',
+            cfg['device'], '--fid-ref', p['ref'], '--fid-num', fid_num, '--inception', p['inception'], '--lr', lr]
+    cmd += cfg['arm']
+    if method == 'diff_instruct':
+        cmd += ['--fake-lr', lr]  # the fake score at the generator's lr, as in the pilot
+    return cmd, method
+
+
 def run(args):
     cfg, p = TIERS[args.tier], paths(args.runs, args.tier)
     for f in (p['data'], p['inception']):
@@ -135,18 +155,7 @@ def run(args):
             continue
         if script == 'scratch_init.py':
             shutil.rmtree(out, ignore_errors=True)  # scratch_init.py does not resume: start the arm again
-            cmd = [script, '--method', args.init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1']
-            cmd += extra
-            cmd += cfg['init']
-        else:
-            resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
-            cmd = [script, '--outdir', out] + extra + resume
-        method = args.init_method if script == 'scratch_init.py' else script[:-3]
-        lr = cfg['lr'][method]
-        cmd += ['--dataset', p['data'], '--teacher', teacher_ckpt, '--device', cfg['device'], '--fid-ref', p['ref'],
-                '--fid-num', fid_num, '--inception', p['inception'], '--lr', lr] + cfg['arm']
-        if method == 'diff_instruct':
-            cmd += ['--fake-lr', lr]  # the fake score at the generator's lr, as in the pilot
+        cmd, method = arm_command(name, cfg, p, args.init_method, fid_num)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         wall = sh(cmd, os.path.join(p['arms'], name + '.log'))
         write_json(os.path.join(out, 'wall.json'), {'wall_s': round(wall, 1), 'method': method})

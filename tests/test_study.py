@@ -89,3 +89,31 @@ def test_initialisation_verdicts_compare_with_the_method_the_init_arms_trained(t
     fake_arm(arms / 'init_random' / 'random', [(0, 450.0), (16, 210.0)], method='diff_instruct')
     page, out = render_report(tmp_path)
     assert '| 3 | did not hold at this scale | diff_instruct: teacher init FID 200.0 (di) vs random init 210.0' in page
+
+
+def test_every_arm_command_parses_with_the_pilots_learning_rate_per_method():
+    """Each arm's command line, as `study.py run` builds it, is accepted by the script it runs (its own parser),
+    and trains at the generator lr the tier gives its method (Diff-Instruct's fake score at the same lr); the
+    score-free arms use score_free.py's defaults (normalized weight, σ ≤ 2)."""
+    import importlib.util
+    import sys
+    sys.path.insert(0, ROOT)
+    import diff_instruct
+    import score_free
+    import scratch_init
+    spec = importlib.util.spec_from_file_location('study', os.path.join(ROOT, 'results', 'study.py'))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    parsers = {'diff_instruct.py': diff_instruct.parse_args, 'score_free.py': score_free.parse_args,
+               'scratch_init.py': lambda argv: scratch_init.parse_args(argv)[1]}
+    for tier, cfg in study.TIERS.items():
+        p = study.paths('/nonexistent/runs', tier)
+        for init_method in ('score_free', 'diff_instruct'):
+            for name in study.ARMS:
+                cmd, method = study.arm_command(name, cfg, p, init_method, '1000')
+                args = parsers[cmd[0]](cmd[1:])
+                assert args.lr == float(cfg['lr'][method]), (tier, name)
+                if method == 'diff_instruct':
+                    assert args.fake_lr == args.lr
+                else:
+                    assert args.weight == 'normalized' and args.gen_sigma_max == 2.0
