@@ -67,7 +67,7 @@ def seeds_table(root):
     rows = [(b, v) for b, v in sorted(fids.items()) if len(v) > 1]
     if not rows:
         return []
-    lines = ['', '## Arms with several seeds (FID-2k; the training seed is --seed, the FID's samples come from the same seeds in every arm)', '',
+    lines = ['', '## Arms with several seeds (FID-2k; the training seed is --seed, the FID samples come from the same seeds in every arm)', '',
              '| arm | FID-2k per seed | mean | range |', '|---|---|---|---|']
     for base, v in rows:
         vals = list(v.values())
