@@ -544,10 +544,12 @@ def train(args, rank, world, device, init_generator=None):
     if resume:
         ckpt = common.load_checkpoint(resume, 'generator')
         same_run = ['dataset', 'teacher', 'cond', 'divergence', 'sigma_init', 'weight', 'batch', 'cls_steps', 'seed',
-                    'xflip', 'cls_head', 'cls_loss', 'cls_global', 'cls_encoder_lr', 'cls_head_norm']
-        common.check_resume_config(ckpt['config'], vars(args), same_run,
+                    'xflip', 'cls_head', 'cls_loss', 'cls_global', 'cls_encoder_lr', 'cls_head_norm',
+                    'gen_sigma_min', 'gen_sigma_max']
+        common.check_resume_config(ckpt['config'], vars(args), same_run,  # defaults: keys older runs lack
                                    defaults={'cls_head': 'pool', 'cls_loss': 'image', 'cls_global': 0,
-                                             'cls_encoder_lr': 1.0, 'cls_head_norm': 1})
+                                             'cls_encoder_lr': 1.0, 'cls_head_norm': 1, 'gen_sigma_min': 0.0,
+                                             'gen_sigma_max': float('inf')})
         if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
             raise ValueError(f'{resume!r} is not a score-free training checkpoint')
         for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):

@@ -216,6 +216,9 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
     r = run_script('score_free.py', *args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto',
                    '--divergence', 'js')
     assert r.returncode == 2 and 'divergence' in r.stderr and 'another config' in r.stderr
+    r = run_script('score_free.py', *args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto',
+                   '--gen-sigma-max', 'inf')  # a run started with the new default σ ≤ 2 resumed with the spec's
+    assert r.returncode == 2 and 'gen_sigma_max' in r.stderr and 'another config' in r.stderr
     r = run_script('fid.py', 'calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref,
                    '--inception', detector)
     assert r.returncode == 0 and r.stdout.startswith('fid6 '), r.stderr
