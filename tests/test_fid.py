@@ -315,3 +315,23 @@ def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_de
     assert n == 12
     np.testing.assert_allclose(mu, loop_stats.mean_cov()[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(sigma, loop_stats.mean_cov()[1], rtol=1e-10, atol=1e-12)
+
+
+def test_bench_prints_rate_flops_and_roof(tiny_detector, capsys, monkeypatch):
+    monkeypatch.setattr(fid, 'frechet_distance', lambda *a: 0.0)  # its own timing is not what is tested here
+    ips = fid.main(['bench', '--inception', tiny_detector, '--num', '4', '--batch', '2', '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert ips > 0 and f'{ips:.1f} img/s' in out and 'ms/batch' in out and 'peak mem' in out
+    # the tiny detector: one 5x5 stride-4 conv, 3 -> 6 channels, on 299x299 -> 74x74 outputs, 2 FLOP per multiply-add
+    assert f'{2 * 74 * 74 * 6 * 3 * 25 / 1e9:.3g} GFLOP/img' in out
+    assert "of this device's measured fp32 matmul rate" in out
+
+
+def test_cpu_chunking_keeps_every_feature_in_order(tiny_detector, monkeypatch):
+    det = fid.load_inception(tiny_detector)
+    images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8)  # not a multiple of the chunk
+    chunked = fid.features(det, images, device='cpu')
+    monkeypatch.setattr(fid, 'CPU_CHUNK', 1000)
+    whole = fid.features(det, images, device='cpu')
+    assert fid.CPU_CHUNK != 16 and chunked.shape == whole.shape == (37, 6)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
