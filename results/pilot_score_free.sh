@@ -24,13 +24,13 @@ fi
 [ -f "$REF" ] || python fid.py ref --dataset "$DATA" --per-class 200 --inception "$INCEPTION" --out "$REF"
 
 # 2. The arms: the same data, teacher, batch, generator lr, EMA and budget for every one. The arms written before
-# score_free.py's defaults became --weight normalized --gen-sigma-max 2 name the spec's values they ran with.
+# score_free.py's defaults became --weight normalized --gen-sigma-max 2 --cls-steps 2 name the values they ran with.
 # (Until that change --gen-sigma-max masked the loss above it; it now draws σ from the truncated log-normal: the
 # same expected gradient up to a constant factor, 0.94 at σ ≤ 2.)
 COMMON=(--dataset "$DATA" --teacher "$TEACHER" --batch 64 --lr 1e-4 --ema-halflife-kimg 2 --total-kimg 16
         --tick-kimg 2 --snapshot-ticks 1000 --fid-ref none --device cpu)
 declare -A ARMS=(
-  [init]="score_free.py --lr 0 --total-kimg 0.064 --weight sigma2 --gen-sigma-max inf"   # the untrained teacher-initialised generator
+  [init]="score_free.py --lr 0 --total-kimg 0.064 --weight sigma2 --gen-sigma-max inf --cls-steps 1"   # the untrained teacher-initialised generator
   [di]="diff_instruct.py --fake-lr 1e-4"
   # score-free, reverse KL: round 1's settings (classifier as DI's fake score: lr = generator lr, no warm-up)
   [rkl_r1]="score_free.py --divergence rkl --cls-lr 1e-4 --cls-warmup 0 --weight sigma2 --cls-steps 1 --gen-sigma-max inf"
@@ -44,18 +44,18 @@ declare -A ARMS=(
   [di_glr1e-5]="diff_instruct.py --lr 1e-5 --fake-lr 1e-5"
   [rkl_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1 --gen-sigma-max inf"
   # each image's classifier gradient rescaled to unit RMS (--weight normalized): mid and small σ count too
-  [rkl_norm]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf"
-  [rkl_norm_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf"
-  [rkl_norm_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf"
-  [js_norm]="score_free.py --divergence js --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf"
+  [rkl_norm]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf --cls-steps 1"
+  [rkl_norm_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf --cls-steps 1"
+  [rkl_norm_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf --cls-steps 1"
+  [js_norm]="score_free.py --divergence js --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max inf --cls-steps 1"
   [js_glr1e-5]="score_free.py --divergence js --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight sigma2 --cls-steps 1 --gen-sigma-max inf"
   # the generator loss only at σ ≤ 2, where the classifier is right (round-5 screens)
-  [rkl_smax2]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --gen-sigma-max 2 --weight sigma2"
+  [rkl_smax2]="score_free.py --divergence rkl --cls-lr 1e-3 --cls-warmup 100 --gen-sigma-max 2 --weight sigma2 --cls-steps 1"
   # both: each image's gradient normalised and only σ ≤ 2 (the first arm that learns: FID-2k 232.0 / 286.2, seeds 0 / 1)
-  [rkl_norm_smax2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
-  [rkl_norm_smax2_glr3e-5_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --seed 1"
-  [rkl_norm_smax2_glr3e-5_seed2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --seed 2"
-  [js_norm_smax2_glr3e-5]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
+  [rkl_norm_smax2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 1"
+  [rkl_norm_smax2_glr3e-5_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --seed 1 --cls-steps 1"
+  [rkl_norm_smax2_glr3e-5_seed2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --seed 2 --cls-steps 1"
+  [js_norm_smax2_glr3e-5]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 1"
   # two classifier steps per generator step (the GAN n_critic remedy), on seed 0 and on the seed that lagged
   [rkl_norm_smax2_glr3e-5_k2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2"
   [rkl_norm_smax2_glr3e-5_k2_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2 --seed 1"
@@ -65,15 +65,15 @@ declare -A ARMS=(
   [di_seed1]="diff_instruct.py --fake-lr 1e-4 --seed 1"
   # the generator's σ drawn from the log-normal truncated to [0.5, 2]: without the small σ where the classifier
   # is saturated and its gradient's direction is nearly random (results/classifier_sigma.md: cosine with DI ~0.1)
-  [rkl_norm_band05_2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2"
-  [rkl_norm_band05_2_glr3e-5_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --seed 1"
-  [rkl_norm_band05_2_glr3e-5_seed2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --seed 2"
+  [rkl_norm_band05_2_glr3e-5]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --cls-steps 1"
+  [rkl_norm_band05_2_glr3e-5_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --seed 1 --cls-steps 1"
+  [rkl_norm_band05_2_glr3e-5_seed2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-min 0.5 --gen-sigma-max 2 --seed 2 --cls-steps 1"
   # the recipe at Diff-Instruct's official generator lr (score_free.py's default), and Diff-Instruct at the recipe's
-  [rkl_norm_smax2_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2"
+  [rkl_norm_smax2_glr1e-5]="score_free.py --divergence rkl --lr 1e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 1"
   [di_glr3e-5]="diff_instruct.py --lr 3e-5 --fake-lr 3e-5"
   # the recipe with the whole teacher U-Net as the classifier (at the tiny preset the encoder half has 0.04M
   # parameters; Diff-Instruct's fake score is the whole 0.19M-parameter net)
-  [rkl_norm_smax2_glr3e-5_unet]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-head unet"
+  [rkl_norm_smax2_glr3e-5_unet]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-head unet --cls-steps 1"
 )
 run_arm() {
   local name=$1 script=$2; shift 2
@@ -87,7 +87,7 @@ run_arm() {
   --inception "$INCEPTION" > "$RUNS/teacher/fid2k.txt"
 echo "teacher (Heun, 35 NFE) $(cat "$RUNS/teacher/fid2k.txt")"
 # 3. Screens: 4 kimg, no FID, to see whether the classifier keeps up with the generator.
-SCREEN=(--weight sigma2 --gen-sigma-max inf --lr 1e-4 --cls-lr 1e-3 --cls-warmup 100 --total-kimg 4.096 --tick-kimg 1.024)
+SCREEN=(--cls-steps 1 --weight sigma2 --gen-sigma-max inf --lr 1e-4 --cls-lr 1e-3 --cls-warmup 100 --total-kimg 4.096 --tick-kimg 1.024)
 screens() {
   mkdir -p runs/screen
   [ -f runs/screen/one/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --weight one --outdir runs/screen/one
@@ -96,7 +96,7 @@ screens() {
   [ -f runs/screen/gp1/generator.pt ] || python score_free.py "${COMMON[@]}" "${SCREEN[@]}" --cls-grad-penalty 1 --outdir runs/screen/gp1
 }
 # 4. Screens with FID: 4 kimg at generator lr 1e-4, FID-1k, one variable changed at a time (round 2).
-SCREEN2=(--weight sigma2 --gen-sigma-max inf --lr 1e-4 --cls-lr 1e-3 --cls-warmup 100 --total-kimg 4.096 --tick-kimg 1.024)
+SCREEN2=(--cls-steps 1 --weight sigma2 --gen-sigma-max inf --lr 1e-4 --cls-lr 1e-3 --cls-warmup 100 --total-kimg 4.096 --tick-kimg 1.024)
 declare -A SCREENS2=(
   [base]=""                                        # the pilot's settings
   [damped]="--weight damped"                       # w = σ²σ_d²/(σ²+σ_d²): large σ damped

@@ -478,7 +478,7 @@ def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_te
     generator step goes through the updated classifier on the same x₀. Both networks change."""
     import contextlib
     torch.manual_seed(0)
-    args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3', '--cls-lr', '1e-3'])
+    args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3', '--cls-lr', '1e-3', '--cls-steps', '1'])
     teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
     reals = common.BatchSampler(common.load_image_folder(tiny_teacher[0]), 16, 'cpu', seed=0)
     G, _, cls, opts = score_free.build_nets(teacher, args, torch.device('cpu'))

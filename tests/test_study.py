@@ -94,7 +94,7 @@ def test_initialisation_verdicts_compare_with_the_method_the_init_arms_trained(t
 def test_every_arm_command_parses_with_the_pilots_learning_rate_per_method():
     """Each arm's command line, as `study.py run` builds it, is accepted by the script it runs (its own parser),
     and trains at the generator lr the tier gives its method (Diff-Instruct's fake score at the same lr); the
-    score-free arms use score_free.py's defaults (normalized weight, σ ≤ 2)."""
+    score-free arms use score_free.py's defaults (normalized weight, σ ≤ 2, two classifier steps)."""
     import importlib.util
     import sys
     sys.path.insert(0, ROOT)
@@ -116,4 +116,4 @@ def test_every_arm_command_parses_with_the_pilots_learning_rate_per_method():
                 if method == 'diff_instruct':
                     assert args.fake_lr == args.lr
                 else:
-                    assert args.weight == 'normalized' and args.gen_sigma_max == 2.0
+                    assert args.weight == 'normalized' and args.gen_sigma_max == 2.0 and args.cls_steps == 2
