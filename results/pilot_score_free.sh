@@ -61,6 +61,8 @@ declare -A ARMS=(
   [rkl_norm_smax2_glr3e-5_k2_seed1]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2 --seed 1"
   [rkl_norm_smax2_glr3e-5_k2_seed2]="score_free.py --divergence rkl --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2 --seed 2"
   [js_norm_smax2_glr3e-5_k2]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2"
+  [js_norm_smax2_glr3e-5_k2_seed1]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2 --seed 1"
+  [js_norm_smax2_glr3e-5_k2_seed2]="score_free.py --divergence js --lr 3e-5 --cls-lr 1e-3 --cls-warmup 100 --weight normalized --gen-sigma-max 2 --cls-steps 2 --seed 2"
   [di_seed2]="diff_instruct.py --fake-lr 1e-4 --seed 2"
   [di_seed1]="diff_instruct.py --fake-lr 1e-4 --seed 1"
   # the generator's σ drawn from the log-normal truncated to [0.5, 2]: without the small σ where the classifier
