@@ -38,8 +38,8 @@ def main():
             images = torch.randint(0, 256, (max(args.num, n), 3, 32, 32), dtype=torch.uint8)
             print(f'{n:4d} images per pass: {images_per_second(net, images, n)[0]:.1f} img/s', flush=True)
     if args.inductor:
-        import torch._inductor.config
-        torch._inductor.config.freezing = True
+        from torch._inductor import config as inductor_config
+        inductor_config.freezing = True
         images = torch.randint(0, 256, (args.num, 3, 32, 32), dtype=torch.uint8)
         eager, ref = images_per_second(net, images, 32)
         compiled, out = images_per_second(torch.compile(net), images, 32)  # the warm-up pass compiles
