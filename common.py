@@ -1118,7 +1118,8 @@ def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks):
                    help='checkpoint + grid + FID every this many ticks')
     p.add_argument('--grid', type=int, default=64, help='images in the sample grids (fixed seeds)')
     p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
-                   'cached) | none | a .npz from fid.py ref')
+                   'cached) | none | a .npz from fid.py ref | samples (no Inception here: save each point\'s '
+                   'images to <outdir>/fid_samples/*.zip for fid.py calc --images elsewhere)')
     p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: fid.py calc 50k)')
     p.add_argument('--fid-at-start', type=int, default=0, help='one-step trainers: also FID the initial generator')
     p.add_argument('--inception', default=None, help='local Inception weights for FID (offline); else downloaded')

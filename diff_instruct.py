@@ -273,8 +273,7 @@ def train(args, rank, world, device, init_generator=None):
         common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
         common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
     if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
-        log({'kimg': 0.0, fid.metric_name(args.fid_num): fid.fid_in_loop(sample, args.fid_num, fid_ref, device,
-                                                                       args.inception, rank, world)})
+        log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
     tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
     while True:
@@ -306,8 +305,7 @@ def train(args, rank, world, device, init_generator=None):
                          'cur_nimg': cur_nimg}
                 common.save_one_step_snapshot(args.outdir, state, sample, grid_seeds, done)
             if fid_ref:
-                value = fid.fid_in_loop(sample, args.fid_num, fid_ref, device, args.inception, rank, world)
-                log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
+                log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:
                 torch.distributed.barrier()
         tick_nimg, tick_time = cur_nimg, time.time()

@@ -3,6 +3,8 @@
   reference stats:  python fid.py ref --dataset cifar10 --out refs/cifar10-train.npz
   a checkpoint:     python fid.py calc --ckpt runs/score_free/generator.pt --num 50000 --ref refs/cifar10-train.npz
   a folder / zip:   python fid.py calc --images samples/ --ref refs/cifar10-train.npz
+  samples only:     python fid.py sample --ckpt runs/score_free/generator.pt --num 10000 --out samples.zip
+                    (no Inception needed: the same seeds as calc, to be measured with calc --images elsewhere)
   offline:          add --inception PATH (pytorch-fid's pt_inception-2015-12-05-6726825d.pth, torch-fidelity's
                     weights file, or NVIDIA's TorchScript inception-2015-12-05.pt)
 
@@ -14,16 +16,19 @@ StyleGAN2-ADA report; `pytorch-fid` mode uses torch's half-pixel bilinear resize
 """
 import argparse
 import hashlib
+import io
 import os
 import sys
 import time
 import warnings
+import zipfile
 
 import numpy as np
 import scipy
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import common
@@ -467,11 +472,14 @@ def fid_from_stats(stats, ref_path, mode):
 
 
 def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode='tf'):
-    """--fid-ref for the training scripts: 'none' -> None (no FID in the loop); a path -> that file; 'auto' ->
+    """--fid-ref for the training scripts: 'none' -> None (no FID in the loop); 'samples' -> save the samples of
+    every FID point instead (fid_point); a path -> that file; 'auto' ->
     statistics of the whole training set `data`, computed once (split over DDP ranks) and cached under a hash
     of the images themselves (so two folders with the same name never share statistics)."""
     if spec in (None, '', 'none'):
         return None
+    if spec == SAVE_SAMPLES:
+        return spec
     if spec != 'auto':
         load_stats(spec)  # fail now, not after hours of training
         return spec
@@ -488,6 +496,44 @@ def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode=
         if world > 1:
             torch.distributed.barrier()
     return path
+
+
+# --fid-ref samples: a machine without the Inception weights (a borrowed GPU, say) saves the in-loop samples instead,
+# and `fid.py calc --images` measures them where the weights are.
+SAVE_SAMPLES = 'samples'
+
+
+def save_samples(sample_fn, num, path, rank=0, world=1, batch=250):
+    """The images of seeds 0..num-1 as a zip of lossless PNGs named by seed, written atomically by rank 0 (each
+    rank makes seeds rank::world). `fid.py calc --images` of the zip gives the FID of the same seeds exactly."""
+    seeds = list(range(rank, num, world))
+    images = torch.cat([sample_fn(seeds[i:i + batch]).cpu() for i in range(0, len(seeds), batch)])
+    parts = [(seeds, images)]
+    if world > 1:
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, (seeds, images))
+    if rank != 0:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as zf:  # PNG is compressed already
+        for part_seeds, part_images in parts:
+            for seed, image in zip(part_seeds, part_images.numpy()):
+                buf = io.BytesIO()
+                Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(buf, 'PNG')
+                zf.writestr(f'{seed:06d}.png', buf.getvalue())
+    os.replace(tmp, path)
+
+
+def fid_point(sample_fn, args, ref, device, rank, world, kimg):
+    """One point of a trainer's FID curve, as its log record: {'kimg', 'fid10k': value}; with --fid-ref samples,
+    {'kimg', 'samples': the zip under <outdir>/fid_samples} (measure it later with fid.py calc --images)."""
+    if ref == SAVE_SAMPLES:
+        name = f'{metric_name(args.fid_num)}-{kimg:09.3f}kimg.zip'
+        save_samples(sample_fn, args.fid_num, os.path.join(args.outdir, 'fid_samples', name), rank, world)
+        return {'kimg': kimg, 'samples': 'fid_samples/' + name}
+    return {'kimg': kimg, metric_name(args.fid_num): fid_in_loop(sample_fn, args.fid_num, ref, device,
+                                                                 args.inception, rank, world)}
 
 
 def fid_in_loop(sample_fn, num, ref_path, device, inception=None, rank=0, world=1, batch=250, mode='tf'):
@@ -532,6 +578,13 @@ def checkpoint_sampler(path, device, steps=18, verifier_k=1, verifier_sigma=0.1,
             x = common.generate_one_step(net, z, ckpt['sigma_init'], labels)
         return common.to_uint8(x)
     return sample, ckpt['kind']
+
+
+def checkpoint_sampler_from_args(args, device):
+    if args.verifier_k < 1 or args.verifier_sigma <= 0:
+        raise ValueError('--verifier-k must be at least 1 and --verifier-sigma positive')
+    return checkpoint_sampler(args.ckpt, device, args.steps, args.verifier_k, args.verifier_sigma,
+                              args.verifier_rule)[0]
 
 
 def matmul_roof(device, n=2048, reps=5):
@@ -600,26 +653,35 @@ def main(argv=None):
     src = calc.add_mutually_exclusive_group(required=True)
     src.add_argument('--ckpt', help='teacher (Heun, EMA) or one-step generator checkpoint')
     src.add_argument('--images', help='folder or zip of images')
-    calc.add_argument('--num', type=int, default=50000, help='images to generate (standard: 50000)')
     calc.add_argument('--ref', required=True, help='reference statistics .npz')
-    calc.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM: 18)')
     calc.add_argument('--save-stats', default=None, help='also write the samples\' statistics here')
-    calc.add_argument('--verifier-k', type=int, default=1, help='score-free generators: candidates per image, chosen '
-                      'by the classifier (the ratio as a verifier, DiffRatio v5); 1 = off')
-    calc.add_argument('--verifier-sigma', type=float, default=0.1, help='σ at which the classifier scores them (ours)')
-    calc.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'],
-                      help='resample: ∝ e^{-c} (importance resampling, ours); best: the smallest c')
+    sample = sub.add_parser('sample', help='write a checkpoint\'s images of seeds 0..num-1 to a zip of PNGs')
+    sample.add_argument('--ckpt', required=True, help='teacher (Heun, EMA) or one-step generator checkpoint')
+    sample.add_argument('--out', required=True, help='the .zip to write')
     bench = sub.add_parser('bench', help='time feature extraction and one 2048x2048 Frechet distance')
     bench.add_argument('--num', type=int, default=100, help='random 32x32 images to push through the network')
+    for q in (calc, sample):
+        q.add_argument('--num', type=int, default=50000, help='images to generate (standard: 50000)')
+        q.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM: 18)')
+        q.add_argument('--verifier-k', type=int, default=1, help='score-free generators: candidates per image, '
+                       'chosen by the classifier (the ratio as a verifier, DiffRatio v5); 1 = off')
+        q.add_argument('--verifier-sigma', type=float, default=0.1, help='σ at which the classifier scores them (ours)')
+        q.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'],
+                       help='resample: ∝ e^{-c} (importance resampling, ours); best: the smallest c')
+    for q in (ref, calc, sample, bench):
+        q.add_argument('--batch', type=int, default=250, help='images per forward pass')
+        q.add_argument('--device', default='auto', help='auto | cuda | cpu')
     for q in (ref, calc, bench):
         q.add_argument('--mode', default='tf', choices=MODES, help='preprocessing pipeline (tf = TTUR / EDM)')
         q.add_argument('--inception', default=None, help='local weights file (offline); default: download')
-        q.add_argument('--batch', type=int, default=250, help='images per forward pass')
-        q.add_argument('--device', default='auto', help='auto | cuda | cpu')
     args = p.parse_args(argv)
     device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
                           'cpu' if args.device == 'auto' else args.device)
     try:
+        if args.cmd == 'sample':
+            save_samples(checkpoint_sampler_from_args(args, device), args.num, args.out, batch=args.batch)
+            print(f'wrote {args.out}: {args.num} images of {args.ckpt} (seeds 0..{args.num - 1})')
+            return
         detector = get_detector(args.inception, device)
         if args.cmd == 'bench':
             return run_bench(detector, args, device)
@@ -642,11 +704,7 @@ def main(argv=None):
             images = common.load_image_folder(args.images).images
             batches, num = image_batches(images, args.batch), len(images)
         else:
-            if args.verifier_k < 1 or args.verifier_sigma <= 0:
-                raise ValueError('--verifier-k must be at least 1 and --verifier-sigma positive')
-            sample, kind = checkpoint_sampler(args.ckpt, device, args.steps, args.verifier_k, args.verifier_sigma,
-                                              args.verifier_rule)
-            seeds = list(range(args.num))
+            sample, seeds = checkpoint_sampler_from_args(args, device), list(range(args.num))
             batches, num = (sample(seeds[i:i + args.batch]) for i in range(0, args.num, args.batch)), args.num
         stats = stats_from_batches(batches, detector, args.mode, device, log_every=5000)
         if args.save_stats:

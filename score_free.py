@@ -578,8 +578,7 @@ def train(args, rank, world, device, init_generator=None):
         common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
         common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
     if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
-        log({'kimg': 0.0, fid.metric_name(args.fid_num): fid.fid_in_loop(sample, args.fid_num, fid_ref, device,
-                                                                       args.inception, rank, world)})
+        log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
     if cur_nimg == 0 and args.cls_warmup:  # the classifier learns to tell the two apart before G follows it
         t0 = time.time()
@@ -619,8 +618,7 @@ def train(args, rank, world, device, init_generator=None):
                          'sampler': samplers, 'cur_nimg': cur_nimg}
                 common.save_one_step_snapshot(args.outdir, state, sample, grid_seeds, done)
             if fid_ref:
-                value = fid.fid_in_loop(sample, args.fid_num, fid_ref, device, args.inception, rank, world)
-                log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
+                log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:
                 torch.distributed.barrier()
         tick_nimg, tick_time, tick_stats = cur_nimg, time.time(), []

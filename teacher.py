@@ -275,8 +275,7 @@ def snapshot(args, rank, world, device, net, ema, opt, sampler, cur_nimg, grid_s
         label_dim = ema.label_dim
         sample = lambda seeds: common.to_uint8(heun_images(ema, seeds, device, args.steps,
                                                            common.seeded_labels(seeds, label_dim, device)))
-        value = fid.fid_in_loop(sample, args.fid_num, fid_ref, device, args.inception, rank, world)
-        log({'kimg': round(cur_nimg / 1000, 3), fid.metric_name(args.fid_num): value})
+        log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
     if world > 1:
         torch.distributed.barrier()
 

@@ -3,6 +3,10 @@
   python results/study.py run                 run (or resume) the CPU tier: every step that is done is skipped
   python results/study.py run --tier gpu      the same study, one flag, at GPU scale (small preset, longer runs)
   python results/study.py report              turn runs/study/<tier> into results/README.md and its figures
+  GPU tier, one device call (results/study_gpu.sh runs `run --tier gpu` and `pack` there; it saves samples, since
+  the Inception weights do not travel), then here:
+  python results/study.py unpack --tier gpu FILE.tar ...    the call's files into runs/study/gpu
+  python results/study.py fid --tier gpu                    FID of every saved sample zip (real Inception weights)
 
 One teacher is trained once; every arm starts from it with the same data, batch, generator learning rate, EMA,
 budget and seeds, and is measured by FID (real Inception weights, TF pipeline) against reference statistics of
@@ -19,9 +23,11 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,15 +46,30 @@ TIERS = {
         lr=dict(diff_instruct='1e-4', score_free='3e-5'),
         init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
         per_class=200, fid_num=1000, device='cpu'),
+    # The GPU tier is one device call of at most 10 minutes (a borrowed H100/H200: no network, no Inception weights,
+    # 64 MiB in and out). A GPU's speed is not known until it runs, so the budgets are seconds: two --bench runs
+    # at the start measure the teacher's and Diff-Instruct's img/s, and size_budget turns the seconds into kimg
+    # (budget.json; every arm gets the same kimg, sized by Diff-Instruct, the slowest). FID points save their
+    # images (--fid-ref samples) and `study.py fid` measures them where the weights are.
     'gpu': dict(
-        teacher=['--preset', 'small', '--batch', '256', '--lr', '1e-3', '--lr-rampup-kimg', '200',
-                 '--ema-halflife-kimg', '50', '--total-kimg', '2000', '--tick-kimg', '100', '--snapshot-ticks', '5'],
-        arm=['--batch', '128', '--ema-halflife-kimg', '20', '--total-kimg', '400',
-             '--tick-kimg', '50', '--snapshot-ticks', '2'],
+        teacher=['--preset', 'small', '--batch', '256', '--lr', '1e-3', '--lr-rampup-kimg', '{teacher_rampup_kimg}',
+                 '--ema-halflife-kimg', '{teacher_ema_kimg}', '--total-kimg', '{teacher_kimg}',
+                 '--tick-kimg', '{teacher_tick_kimg}', '--snapshot-ticks', '100'],
+        arm=['--batch', '128', '--ema-halflife-kimg', '{arm_ema_kimg}', '--total-kimg', '{arm_kimg}',
+             '--tick-kimg', '{arm_tick_kimg}', '--snapshot-ticks', '2'],
         lr=dict(diff_instruct='2e-5', score_free='2e-5'),  # untested: between DI's official 1e-5 and the pilot's
-        init=['--init-kimg', '400', '--init-batch', '128', '--init-lr', '1e-4', '--mapping-pairs', '20000'],
-        per_class=1000, fid_num=10000, device='cuda'),
+        init=['--init-kimg', '{init_kimg}', '--init-batch', '128', '--init-lr', '1e-4', '--mapping-pairs', '20000'],
+        seconds=dict(teacher=120, arm=20, init=10),  # ~4.5 min of training + ~3 min of process starts: < 10 min
+        bench=dict(preset='small', teacher_batch=256, arm_batch=128, steps=20),
+        fid='samples', per_class=200, fid_num=1000, device='cuda'),
 }
+# The GPU tier's plumbing on a CPU in a few minutes (bench, sizing, samples, pack): `run --tier gpu_dry`, then
+# `pack`, `unpack`, `fid`, `report` as after a device call. Its numbers mean nothing.
+TIERS['gpu_dry'] = dict(TIERS['gpu'], seconds=dict(teacher=20, arm=4, init=2), per_class=2, fid_num=16, device='cpu',
+                        bench=dict(preset='tiny', teacher_batch=32, arm_batch=16, steps=3),
+                        teacher=[f.replace('small', 'tiny').replace('256', '32') for f in TIERS['gpu']['teacher']],
+                        arm=[f.replace('128', '16') for f in TIERS['gpu']['arm']],
+                        init=[f.replace('128', '16').replace('20000', '64') for f in TIERS['gpu']['init']])
 # name -> (claim, script, extra flags). Every arm also gets the tier's `arm` flags and the teacher.
 ARMS = {
     'di': ('2', 'diff_instruct.py', []),
@@ -97,32 +118,80 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def fid_calc(p, args, out_json, extra):
-    """fid.py calc once; the value, its metric name and wall time go to out_json (skipped when it exists)."""
+def fid_calc(p, args, out_json, extra, wall_s=None):
+    """fid.py calc once; the value, its metric name and wall time (or the given one: the sampling's, when the
+    images were made elsewhere) go to out_json (skipped when it exists)."""
     if os.path.isfile(out_json):
         return
     log = out_json[:-5] + '.log'
     t0 = time.time()
     sh(['fid.py', 'calc', '--ref', p['ref'], '--inception', p['inception'], '--device', args.device_flag] + extra, log)
     name, value = open(log).read().split('# wall')[-2].split()[-2:]
-    write_json(out_json, {'metric': name, 'value': float(value), 'wall_s': round(time.time() - t0, 1)})
+    write_json(out_json, {'metric': name, 'value': float(value),
+                          'wall_s': round(time.time() - t0, 1) if wall_s is None else wall_s})
 
 
-def arm_command(name, cfg, p, init_method, fid_num):
+def sample_step(args, out_zip, extra):
+    """fid.py sample once (the --fid-ref samples tiers): the zip, and its wall time in <zip>.json's place."""
+    if os.path.isfile(out_zip):
+        return
+    wall = sh(['fid.py', 'sample', '--out', out_zip, '--device', args.device_flag] + extra,
+              out_zip[:-4] + '_sample.log')
+    write_json(out_zip[:-4] + '_wall.json', {'wall_s': round(wall, 1)})
+
+
+def size_budget(cfg, rates):
+    """The kimg of a tier sized in seconds, from measured img/s ({'teacher': .., 'diff_instruct': ..}): every
+    budget is a whole number of ticks of whole batches (10 ticks for the teacher, 4 for an arm)."""
+    def kimg(rate, seconds, batch, ticks):
+        return max(1, int(rate * seconds) // (ticks * batch)) * ticks * batch / 1000
+    b, sec = cfg['bench'], cfg['seconds']
+    t = kimg(rates['teacher'], sec['teacher'], b['teacher_batch'], 10)
+    a = kimg(rates['diff_instruct'], sec['arm'], b['arm_batch'], 4)
+    r = lambda x: round(x, 6)  # noqa: E731  (flags print as 30.72, not 30.720000000000002)
+    return dict(teacher_kimg=r(t), teacher_tick_kimg=r(t / 10), teacher_rampup_kimg=r(t / 10),
+                teacher_ema_kimg=r(t / 12), arm_kimg=r(a), arm_tick_kimg=r(a / 4), arm_ema_kimg=r(a / 8),
+                init_kimg=kimg(rates['teacher'], sec['init'], b['arm_batch'], 1), rates=rates)
+
+
+def measure_budget(cfg, p):
+    """budget.json of a tier sized in seconds: the teacher's and Diff-Instruct's --bench img/s on this device,
+    measured once (a resumed study keeps its budget)."""
+    path = os.path.join(p['base'], 'budget.json')
+    if not os.path.isfile(path):
+        b, rates = cfg['bench'], {}
+        for name, script, batch in (('teacher', 'teacher.py', b['teacher_batch']),
+                                    ('diff_instruct', 'diff_instruct.py', b['arm_batch'])):
+            log = os.path.join(p['base'], f'bench_{name}.log')
+            sh([script, '--bench', '--preset', b['preset'], '--batch', str(batch), '--bench-steps', str(b['steps']),
+                '--device', cfg['device']], log)
+            rates[name] = float(re.findall(r'bench \w+: ([\d.]+) img/s', open(log).read())[-1])
+        write_json(path, size_budget(cfg, rates))
+    return json.load(open(path))
+
+
+def flags(cfg, key, budget):
+    """A tier's flag list with its {placeholders} filled from the budget."""
+    return [f.format(**budget) if budget else f for f in cfg[key]]
+
+
+def arm_command(name, cfg, p, init_method, fid_num, budget=None):
     """(the command line of one arm, the one-step method it trains): the arm's flags, then the tier's."""
     claim, script, extra = ARMS[name]
     out = arm_dir(p, name)
     if script == 'scratch_init.py':
         cmd = [script, '--method', init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1']
-        cmd += extra + cfg['init']
+        cmd += extra + flags(cfg, 'init', budget)
     else:
         resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
         cmd = [script, '--outdir', out] + extra + resume
     method = init_method if script == 'scratch_init.py' else script[:-3]
     lr = cfg['lr'][method]
+    fid = ['--fid-ref', 'samples'] if cfg.get('fid') == 'samples' else ['--fid-ref', p['ref'], '--inception',
+                                                                         p['inception']]
     cmd += ['--dataset', p['data'], '--teacher', os.path.join(p['teacher'], 'checkpoint.pt'), '--device',
-            cfg['device'], '--fid-ref', p['ref'], '--fid-num', fid_num, '--inception', p['inception'], '--lr', lr]
-    cmd += cfg['arm']
+            cfg['device'], '--fid-num', fid_num, '--lr', lr] + fid
+    cmd += flags(cfg, 'arm', budget)
     if method == 'diff_instruct':
         cmd += ['--fake-lr', lr]  # the fake score at the generator's lr, as in the pilot
     return cmd, method
@@ -130,23 +199,26 @@ def arm_command(name, cfg, p, init_method, fid_num):
 
 def run(args):
     cfg, p = TIERS[args.tier], paths(args.runs, args.tier)
-    for f in (p['data'], p['inception']):
+    samples = cfg.get('fid') == 'samples'  # FID points save their images; `study.py fid` measures them later
+    for f in [p['data']] + ([] if samples else [p['inception']]):
         if not os.path.isfile(f):
             raise SystemExit(f'error: {f} not found: the study needs ../shared (set SHARED=... to its location)')
     os.makedirs(p['arms'], exist_ok=True)
     args.device_flag = cfg['device']
     fid_num = str(args.fid_num or cfg['fid_num'])
+    budget = measure_budget(cfg, p) if 'seconds' in cfg else None
     # 1. The teacher, trained once (resumable), and the reference statistics of the training images.
     teacher_ckpt = os.path.join(p['teacher'], 'checkpoint.pt')
     if not os.path.isfile(os.path.join(p['teacher'], 'done')):
         resume = ['--resume', 'auto'] if os.path.isfile(teacher_ckpt) else []
         sh(['teacher.py', '--dataset', p['data'], '--fid-ref', 'none', '--device', cfg['device'],
-            '--outdir', p['teacher']] + cfg['teacher'] + resume, os.path.join(p['base'], 'teacher.log'))
+            '--outdir', p['teacher']] + flags(cfg, 'teacher', budget) + resume, os.path.join(p['base'], 'teacher.log'))
         open(os.path.join(p['teacher'], 'done'), 'w').close()
-    if not os.path.isfile(p['ref']):
-        sh(['fid.py', 'ref', '--dataset', p['data'], '--per-class', str(cfg['per_class']), '--inception',
-            p['inception'], '--out', p['ref'], '--device', cfg['device']], os.path.join(p['base'], 'ref.log'))
-    fid_calc(p, args, os.path.join(p['base'], 'teacher_fid.json'), ['--ckpt', teacher_ckpt, '--num', fid_num])
+    if samples:
+        sample_step(args, os.path.join(p['base'], 'teacher_fid.zip'), ['--ckpt', teacher_ckpt, '--num', fid_num])
+    else:
+        make_ref(cfg, p, cfg['device'])
+        fid_calc(p, args, os.path.join(p['base'], 'teacher_fid.json'), ['--ckpt', teacher_ckpt, '--num', fid_num])
     # 2. The arms, one at a time, each skipped once its generator.pt exists.
     for name in args.arms:
         claim, script, extra = ARMS[name]
@@ -155,7 +227,7 @@ def run(args):
             continue
         if script == 'scratch_init.py':
             shutil.rmtree(out, ignore_errors=True)  # scratch_init.py does not resume: start the arm again
-        cmd, method = arm_command(name, cfg, p, args.init_method, fid_num)
+        cmd, method = arm_command(name, cfg, p, args.init_method, fid_num, budget)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         wall = sh(cmd, os.path.join(p['arms'], name + '.log'))
         write_json(os.path.join(out, 'wall.json'), {'wall_s': round(wall, 1), 'method': method})
@@ -163,10 +235,74 @@ def run(args):
     gen = os.path.join(arm_dir(p, 'sf_rkl'), 'generator.pt')
     if os.path.isfile(gen):
         for k in VERIFIER_KS:
-            fid_calc(p, args, os.path.join(p['base'], f'verifier_k{k}.json'),
-                     ['--ckpt', gen, '--num', fid_num, '--verifier-k', str(k), '--verifier-sigma',
-                      str(args.verifier_sigma), '--verifier-rule', args.verifier_rule])
-    print(f'study ({args.tier}) complete: python results/study.py report --tier {args.tier}')
+            extra = ['--ckpt', gen, '--num', fid_num, '--verifier-k', str(k), '--verifier-sigma',
+                     str(args.verifier_sigma), '--verifier-rule', args.verifier_rule]
+            if samples:
+                sample_step(args, os.path.join(p['base'], f'verifier_k{k}.zip'), extra)
+            else:
+                fid_calc(p, args, os.path.join(p['base'], f'verifier_k{k}.json'), extra)
+    print(f'study ({args.tier}) complete: python results/study.py ' +
+          (f'pack --tier {args.tier} --to DIR, then here: unpack, fid and report' if samples else
+           f'report --tier {args.tier}'))
+
+
+def make_ref(cfg, p, device):
+    if not os.path.isfile(p['ref']):
+        sh(['fid.py', 'ref', '--dataset', p['data'], '--per-class', str(cfg['per_class']), '--inception',
+            p['inception'], '--out', p['ref'], '--device', device], os.path.join(p['base'], 'ref.log'))
+
+
+def fid_of_samples(args):
+    """Here, after a --fid-ref samples tier came back: the reference statistics, then the FID of every saved zip
+    (the arms' points next to their zips, teacher_fid.json, verifier_k*.json), each skipped once measured."""
+    cfg, p = TIERS[args.tier], paths(args.runs, args.tier)
+    for f in (p['data'], p['inception']):
+        if not os.path.isfile(f):
+            raise SystemExit(f'error: {f} not found: FID needs ../shared (set SHARED=... to its location)')
+    args.device_flag = 'auto'
+    make_ref(cfg, p, 'auto')
+    zips = sorted(glob.glob(os.path.join(p['arms'], '**', 'fid_samples', '*.zip'), recursive=True))
+    zips += sorted(glob.glob(os.path.join(p['base'], '*.zip')))
+    if not zips:
+        raise SystemExit(f'error: no sample zips under {p["base"]}: run `study.py unpack --tier {args.tier}` first')
+    for z in zips:
+        wall = os.path.join(z[:-4] + '_wall.json')
+        fid_calc(p, args, z[:-4] + '.json', ['--images', z],
+                 json.load(open(wall))['wall_s'] if os.path.isfile(wall) else None)
+    print(f'{len(zips)} sample sets measured: python results/study.py report --tier {args.tier}')
+
+
+# What comes back from a device call: at most 8 files of at most 16 MiB (../.library/device/README.md).
+PACK_FILES, PACK_BYTES = 8, 15 << 20
+
+
+def pack(args):
+    """Every file of the tier's runs but the checkpoints (logs, grids, sample zips) into at most PACK_FILES tars
+    of at most PACK_BYTES each, for a device call's $OUT; what does not fit is named and the exit status is 1."""
+    base = paths(args.runs, args.tier)['base']
+    files = [f for f in glob.glob(os.path.join(base, '**', '*'), recursive=True)
+             if os.path.isfile(f) and not f.endswith(('.pt', '.tmp'))]
+    bins, left = [[] for _ in range(PACK_FILES)], []
+    for f in sorted(files, key=os.path.getsize, reverse=True):  # first fit, largest first
+        size = os.path.getsize(f) + 1024  # + the tar header, rounded up
+        fit = next((b for b in bins if sum(s for _, s in b) + size <= PACK_BYTES), None)
+        (fit.append((f, size)) if fit is not None else left.append(f))
+    os.makedirs(args.to, exist_ok=True)
+    for i, b in enumerate(x for x in bins if x):
+        with tarfile.open(os.path.join(args.to, f'study_{args.tier}_{i + 1}.tar'), 'w') as tar:
+            for f, _ in b:
+                tar.add(f, arcname=os.path.relpath(f, args.runs))
+    print(f'packed {len(files) - len(left)} files of {base} into {args.to}')
+    if left:
+        raise SystemExit(f'error: {len(left)} files did not fit in {PACK_FILES} x {PACK_BYTES >> 20} MiB, e.g. '
+                         f'{left[0]}: lower the tier\'s fid_num')
+
+
+def unpack(args):
+    for t in args.files:
+        with tarfile.open(t) as tar:
+            tar.extractall(args.runs, filter='data')
+    print(f'unpacked {len(args.files)} files into {args.runs}: python results/study.py fid --tier {args.tier}')
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -181,6 +317,10 @@ def read_arm(out):
     curve, ticks, metric = [], [], None
     for line in open(log):
         rec = json.loads(line)
+        if 'samples' in rec:  # a point saved as images (--fid-ref samples): its FID, once `study.py fid` ran
+            measured = os.path.join(out, rec['samples'][:-4] + '.json')
+            rec = {json.load(open(measured))['metric']: json.load(open(measured))['value'], **rec} \
+                if os.path.isfile(measured) else rec
         fids = [k for k in rec if k.startswith('fid')]
         if fids:
             metric = fids[0]
@@ -194,7 +334,7 @@ def read_arm(out):
             'img_s': sum(t['img/s'] for t in ticks) / len(ticks) if ticks else float('nan'),
             'wall_s': meta.get('wall_s', float('nan')),
             'grid': grids[-1] if grids else None, 'init_grid': os.path.join(out, 'fakes_init.png'),
-            'done': os.path.isfile(os.path.join(out, 'generator.pt'))}
+            'done': os.path.isfile(wall)}  # written by `study.py run` once the arm's command succeeded
 
 
 def final_fid(arm):
@@ -316,16 +456,26 @@ def report(args):
         shutil.copyfile(arms['sf_rkl']['init_grid'], os.path.join(figs, 'grid_init.png'))
     rel = os.path.relpath(figs, outdir)
     cfg = TIERS[args.tier]
+    budget = load(os.path.join(p['base'], 'budget.json')) if 'seconds' in cfg else None
+    if 'seconds' in cfg and not budget:
+        budget = {k: '?' for k in size_budget(cfg, {'teacher': 1.0, 'diff_instruct': 1.0})}
     L = [f'# Results: the paper\'s claims on real images ({args.tier} tier)', '',
          f'Made by `python results/study.py report --tier {args.tier}` from the runs of '
          f'`python results/study.py run --tier {args.tier}`; no number here is typed by hand.', '',
          '**Data**: the JPEG copy of CIFAR-10 (lossy, so these FIDs compare only with each other, never with '
          'published CIFAR-10 numbers). **FID**: real Inception weights, TF pipeline, '
          f'{metric} of fixed seeds against {cfg["per_class"]} training images per class. '
-         f'**Teacher**: `teacher.py {" ".join(cfg["teacher"])}`. **Every arm**: `{" ".join(cfg["arm"])}` '
-         f'from that teacher, the generator lr per method as the pilot chose it ('
+         f'**Teacher**: `teacher.py {" ".join(flags(cfg, "teacher", budget))}`. **Every arm**: '
+         f'`{" ".join(flags(cfg, "arm", budget))}` from that teacher, the generator lr per method ('
          + ', '.join(f'{m} {lr}' for m, lr in cfg['lr'].items()) + '; Diff-Instruct\'s fake score at its lr) '
-         f'(scratch_init arms: `{" ".join(cfg["init"])}` of pre-training first).', '']
+         f'(scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first).', '']
+    if budget and isinstance(budget['rates'], dict):
+        device = load(os.path.join(p['base'], 'device.json')) or {}
+        L += [f'**Sized on the device** ({device.get("name", "unrecorded")}): `--bench` measured the teacher at '
+              f'{budget["rates"]["teacher"]} img/s and Diff-Instruct at {budget["rates"]["diff_instruct"]} img/s '
+              f'({cfg["bench"]["preset"]} preset), which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items())
+              + ' of training into the kimg above '
+              '(`size_budget`). The samples of every FID point were saved there and measured here.', '']
     if teacher:
         L.append(f'Teacher, Heun (35 evaluations): {teacher["metric"]} {teacher["value"]:.2f}. '
                  f'Untrained teacher-initialised one-step generator: {metric} {fmt(init_fid, 2)}.')
@@ -363,7 +513,9 @@ def report(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('cmd', choices=['run', 'report'])
+    p.add_argument('cmd', choices=['run', 'report', 'fid', 'pack', 'unpack'])
+    p.add_argument('files', nargs='*', help='unpack: the tars a device call brought back')
+    p.add_argument('--to', default=os.environ.get('OUT', ''), help='pack: where the tars go (default: $OUT)')
     p.add_argument('--tier', default='cpu', choices=sorted(TIERS))
     p.add_argument('--arms', default=DEFAULT_ARMS, help=f'comma-separated, of {", ".join(ARMS)}')
     p.add_argument('--fid-num', type=int, default=0, help='samples per FID (0: the tier\'s)')
@@ -373,12 +525,16 @@ def main(argv=None):
     p.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'])
     p.add_argument('--runs', default=os.path.join(ROOT, 'runs', 'study'), help='where the runs live (per tier)')
     p.add_argument('--out', default=os.path.join(ROOT, 'results'), help='report: where README.md and figures go')
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # unpack's files may come after the options
     args.arms = [a for a in args.arms.split(',') if a]
     bad = [a for a in args.arms if a not in ARMS]
     if bad:
         p.error(f'--arms: unknown {bad}; choose from {", ".join(ARMS)}')
-    run(args) if args.cmd == 'run' else report(args)
+    if args.cmd == 'pack' and not args.to:
+        p.error('pack needs --to DIR (or $OUT)')
+    if args.cmd == 'unpack' and not args.files:
+        p.error('unpack needs the .tar files')
+    dict(run=run, report=report, fid=fid_of_samples, pack=pack, unpack=unpack)[args.cmd](args)
 
 
 if __name__ == '__main__':

@@ -351,13 +351,26 @@ def test_one_step_trainers_run_under_torchrun_with_two_cpu_processes(tiny_teache
     out = str(tmp_path / 'ddp')
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                         script, '--dataset', data, '--teacher', teacher, *(SF if script == 'score_free.py' else ONE_STEP),
-                        '--total-kimg', '0.008',
+                        '--total-kimg', '0.008', '--fid-ref', 'samples', '--fid-num', '5', '--fid-at-start', '1',
                         '--outdir', out], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'world 2' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'generator')
     assert len(ck['rng']) == 2 and ck['cur_nimg'] == 8
+    # --fid-ref samples (a GPU without the Inception weights): each FID point's images, gathered from both ranks
+    points = [json.loads(l) for l in open(os.path.join(out, 'log.jsonl')) if 'samples' in l]
+    assert [p['kimg'] for p in points] == [0.0, 0.008]
+    saved = common.load_image_folder(os.path.join(out, points[-1]['samples'])).images
+    assert saved.shape == (5, 3, 32, 32)
+    if script == 'diff_instruct.py':
+        return
+    # ... the same images, seed by seed, as `fid.py sample` makes from the final generator (what calc measures)
+    again = str(tmp_path / 'again.zip')
+    s = run_script('fid.py', 'sample', '--ckpt', os.path.join(out, 'generator.pt'), '--num', '5', '--out', again)
+    assert s.returncode == 0 and 'wrote' in s.stdout, s.stderr
+    diff = (common.load_image_folder(again).images.int() - saved.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3  # batch-size-dependent float rounding at most
 
 
 @pytest.mark.parametrize('script', ['score_free.py', 'diff_instruct.py'])
