@@ -59,7 +59,9 @@ TIERS = {
              '--tick-kimg', '{arm_tick_kimg}', '--snapshot-ticks', '2'],
         lr=dict(diff_instruct='2e-5', score_free='2e-5'),  # untested: between DI's official 1e-5 and the pilot's
         init=['--init-kimg', '{init_kimg}', '--init-batch', '128', '--init-lr', '1e-4', '--mapping-pairs', '20000'],
-        seconds=dict(teacher=120, arm=20, init=10),  # ~4.5 min of training + ~3 min of process starts: < 10 min
+        # 4.5 min of training; ~14 process starts (imports, CUDA, decoding the JPEGs) estimated at ~3 min, not
+        # measured (no device yet); study_gpu.sh stops the study at 500 s whatever happens, to pack in time
+        seconds=dict(teacher=120, arm=20, init=10),
         bench=dict(preset='small', teacher_batch=256, arm_batch=128, steps=20),
         fid='samples', per_class=200, fid_num=1000, device='cuda'),
 }
@@ -132,7 +134,8 @@ def fid_calc(p, args, out_json, extra, wall_s=None):
 
 
 def sample_step(args, out_zip, extra):
-    """fid.py sample once (the --fid-ref samples tiers): the zip, and its wall time in <zip>.json's place."""
+    """fid.py sample once (the --fid-ref samples tiers): the zip, and the sampling's wall time in <zip>_wall.json
+    (`study.py fid` reports that time, not its own)."""
     if os.path.isfile(out_zip):
         return
     wall = sh(['fid.py', 'sample', '--out', out_zip, '--device', args.device_flag] + extra,
@@ -266,7 +269,7 @@ def fid_of_samples(args):
     if not zips:
         raise SystemExit(f'error: no sample zips under {p["base"]}: run `study.py unpack --tier {args.tier}` first')
     for z in zips:
-        wall = os.path.join(z[:-4] + '_wall.json')
+        wall = z[:-4] + '_wall.json'
         fid_calc(p, args, z[:-4] + '.json', ['--images', z],
                  json.load(open(wall))['wall_s'] if os.path.isfile(wall) else None)
     print(f'{len(zips)} sample sets measured: python results/study.py report --tier {args.tier}')
