@@ -520,7 +520,7 @@ def save_samples(sample_fn, num, path, rank=0, world=1, batch=250):
         for part_seeds, part_images in parts:
             for seed, image in zip(part_seeds, part_images.numpy()):
                 buf = io.BytesIO()
-                Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(buf, 'PNG')
+                Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(buf, 'PNG', optimize=True)
                 zf.writestr(f'{seed:06d}.png', buf.getvalue())
     os.replace(tmp, path)
 

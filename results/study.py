@@ -237,7 +237,7 @@ def run(args):
     # 3. The ratio as a verifier: the reverse-KL score-free generator with k candidates per image.
     gen = os.path.join(arm_dir(p, 'sf_rkl'), 'generator.pt')
     if os.path.isfile(gen):
-        for k in VERIFIER_KS:
+        for k in VERIFIER_KS[1:] if samples else VERIFIER_KS:  # (samples: k = 1 is the arm's own last point)
             extra = ['--ckpt', gen, '--num', fid_num, '--verifier-k', str(k), '--verifier-sigma',
                      str(args.verifier_sigma), '--verifier-rule', args.verifier_rule]
             if samples:
@@ -275,18 +275,19 @@ def fid_of_samples(args):
     print(f'{len(zips)} sample sets measured: python results/study.py report --tier {args.tier}')
 
 
-# What comes back from a device call: at most 8 files of at most 16 MiB (../.library/device/README.md).
-PACK_FILES, PACK_BYTES = 8, 15 << 20
+# What comes back from a device call: at most 8 files of at most 16 MiB, 64 MiB in all (the device tool's README).
+PACK_FILES, PACK_BYTES = 8, 15 << 19
 
 
 def pack(args):
     """Every file of the tier's runs but the checkpoints (logs, grids, sample zips) into at most PACK_FILES tars
-    of at most PACK_BYTES each, for a device call's $OUT; what does not fit is named and the exit status is 1."""
+    of at most PACK_BYTES each, for a device call's $OUT: the small files first, then the zips; what does not fit
+    is named and the exit status is 1."""
     base = paths(args.runs, args.tier)['base']
     files = [f for f in glob.glob(os.path.join(base, '**', '*'), recursive=True)
              if os.path.isfile(f) and not f.endswith(('.pt', '.tmp'))]
     bins, left = [[] for _ in range(PACK_FILES)], []
-    for f in sorted(files, key=os.path.getsize, reverse=True):  # first fit, largest first
+    for f in sorted(files, key=lambda f: (f.endswith('.zip'), f)):  # first fit
         size = os.path.getsize(f) + 1024  # + the tar header, rounded up
         fit = next((b for b in bins if sum(s for _, s in b) + size <= PACK_BYTES), None)
         (fit.append((f, size)) if fit is not None else left.append(f))
@@ -497,6 +498,8 @@ def report(args):
         L.append(f'| {n} | {ARMS[n][0]} | ' + ' | '.join(fmt(d.get(k)) for k in kimgs)
                  + f' | {fmt(a["img_s"])} | {fmt(a["wall_s"] / 60)} |')
     ks = [(k, load(os.path.join(p['base'], f'verifier_k{k}.json'))) for k in VERIFIER_KS]
+    if ks[0][1] is None and final_fid(arms.get('sf_rkl')) is not None:  # k = 1 is sf_rkl's own last point
+        ks[0] = (1, {'metric': metric, 'value': final_fid(arms['sf_rkl']), 'wall_s': '– (the arm\'s last point)'})
     if any(v for _, v in ks):
         L += ['', '## The ratio as a verifier (sf_rkl)', '',
               f'k one-step candidates per image, one kept with probability ∝ e^(−c) (rule `{args.verifier_rule}`, '
