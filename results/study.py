@@ -486,6 +486,10 @@ def report(args):
         L.append('')
     L += ['## Verdicts', '', '| claim | verdict | measured |', '|---|---|---|']
     L += [f'| {c} | {v} | {r} |' for c, v, r in verdicts(arms, init_fid)]
+    L += ['', 'Each arm is one training seed, each FID one set of sample seeds, and the verdicts apply fixed margins '
+          'to them. At this scale a seed moves FID by as much as those margins: the pilot trained Diff-Instruct and '
+          'both score-free members with these settings on three seeds each (the seed table of '
+          '[pilot_score_free.md](pilot_score_free.md)). Read a verdict whose ratio is near its margin as undecided.']
     missing = [n for n in ARMS if n not in arms or not arms[n]['done']]
     L += ['', '## FID against images seen', '', f'![FID curves]({rel}/fid_curves.png)', '',
           f'Not (yet) finished: {", ".join(missing) or "none"}.', '']
