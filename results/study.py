@@ -323,8 +323,9 @@ def read_arm(out):
         rec = json.loads(line)
         if 'samples' in rec:  # a point saved as images (--fid-ref samples): its FID, once `study.py fid` ran
             measured = os.path.join(out, rec['samples'][:-4] + '.json')
-            rec = {json.load(open(measured))['metric']: json.load(open(measured))['value'], **rec} \
-                if os.path.isfile(measured) else rec
+            if os.path.isfile(measured):
+                m = json.load(open(measured))
+                rec = {m['metric']: m['value'], **rec}
         fids = [k for k in rec if k.startswith('fid')]
         if fids:
             metric = fids[0]
