@@ -1,7 +1,8 @@
 """The results study: the paper's four claims measured on real images, at a scale one machine can run.
 
   python results/study.py run                 run (or resume) the CPU tier: every step that is done is skipped
-  python results/study.py run --tier gpu      the same study, one flag, at GPU scale (small preset, longer runs)
+  python results/study.py run --tier gpu      the same study, one flag, at GPU scale (small preset, budgets sized
+                                              in seconds on the device; see results/study_gpu.sh)
   python results/study.py report              turn runs/study/<tier> into results/README.md and its figures
   GPU tier, one device call (results/study_gpu.sh runs `run --tier gpu` and `pack` there; it saves samples, since
   the Inception weights do not travel), then here:
@@ -65,13 +66,24 @@ TIERS = {
         bench=dict(preset='small', teacher_batch=256, arm_batch=128, steps=20),
         fid='samples', per_class=200, fid_num=1000, device='cuda'),
 }
-# The GPU tier's plumbing on a CPU in a few minutes (bench, sizing, samples, pack): `run --tier gpu_dry`, then
-# `pack`, `unpack`, `fid`, `report` as after a device call. Its numbers mean nothing.
+
+
+def set_flags(flag_list, **values):
+    """A copy of a flag list with some flags' values replaced: set_flags(l, batch='32') sets --batch 32."""
+    out = list(flag_list)
+    for name, value in values.items():
+        out[out.index('--' + name.replace('_', '-')) + 1] = value
+    return out
+
+
+# The GPU tier's plumbing on a CPU (bench, sizing, samples, pack): `run --tier gpu_dry`, then `pack`, `unpack`,
+# `fid`, `report` as after a device call. Its numbers mean nothing. On the 2-core VM, sharing it with another job,
+# study_gpu.sh's 500 s stop came during the second arm; unpack + fid + report took 4 min more.
 TIERS['gpu_dry'] = dict(TIERS['gpu'], seconds=dict(teacher=20, arm=4, init=2), per_class=2, fid_num=16, device='cpu',
                         bench=dict(preset='tiny', teacher_batch=32, arm_batch=16, steps=3),
-                        teacher=[f.replace('small', 'tiny').replace('256', '32') for f in TIERS['gpu']['teacher']],
-                        arm=[f.replace('128', '16') for f in TIERS['gpu']['arm']],
-                        init=[f.replace('128', '16').replace('20000', '64') for f in TIERS['gpu']['init']])
+                        teacher=set_flags(TIERS['gpu']['teacher'], preset='tiny', batch='32'),
+                        arm=set_flags(TIERS['gpu']['arm'], batch='16'),
+                        init=set_flags(TIERS['gpu']['init'], init_batch='16', mapping_pairs='64'))
 # name -> (claim, script, extra flags). Every arm also gets the tier's `arm` flags and the teacher.
 ARMS = {
     'di': ('2', 'diff_instruct.py', []),

@@ -10,7 +10,8 @@
 #   python results/study.py unpack --tier gpu <files_at>/study_gpu_*.tar
 #   python results/study.py fid --tier gpu       # the reference + ~21 sets of 1000 images: ~45 min on 2 CPU cores
 #   python results/study.py report --tier gpu    # -> results/README_gpu.md
-# dry run of the plumbing on CPU (~3 min, numbers meaningless): TIER=gpu_dry SHARED=../shared bash results/study_gpu.sh
+# dry run of the plumbing on CPU (numbers meaningless; on the 2-core VM, shared with another job, it ran 8.5 min and
+# was stopped at 500 s during the second arm): TIER=gpu_dry SHARED=../shared bash results/study_gpu.sh
 set -uo pipefail
 TIER=${TIER:-gpu}
 export SHARED=${SHARED:-$PWD/.carry} PYTHONUNBUFFERED=1
