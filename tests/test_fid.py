@@ -242,6 +242,13 @@ def test_cli_calc_from_teacher_checkpoint(tmp_path, tiny_detector, image_folder)
                    '--ref', ref, '--inception', tiny_detector, '--batch', '4')
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith('fid6 ')
+    # --sample-precision bf16 really runs the network in bf16 (the images change), and only by rounding
+    ckpt = os.path.join(out, 'checkpoint.pt')
+    seeds = list(range(6))
+    full = fid.checkpoint_sampler(ckpt, torch.device('cpu'), steps=2)[0](seeds).int()
+    half = fid.checkpoint_sampler(ckpt, torch.device('cpu'), steps=2, precision='bf16')[0](seeds).int()
+    diff = (full - half).abs().float()
+    assert diff.max() > 0 and diff.mean() < 3
 
 
 def test_wrong_weights_file_is_a_clear_error(tmp_path):
