@@ -429,8 +429,9 @@ def get_detector(path, device, allow_download=True):
 
 
 # On CPU the detector sees at most this many images at a time, whatever the caller's batch: Inception's early
-# activations (64 x 147² floats per image) then stay closer to the cache. Measured with `fid.py bench` on this
-# project's 2-core VM: 9.2 img/s at 8-24 images against 6.8 at 250 (README, benchmarks).
+# activations (64 x 147² floats per image) then stay closer to the cache, and the temporaries stay small whatever
+# --batch is. Speed on this project's 2-core VM: 9.2 img/s at 8-24 images against 6.8 at 250 one day, mixed the
+# next (results/fid_chunk_bench.py, README): a gain no larger than that machine's noise.
 CPU_CHUNK = 16
 
 
@@ -594,23 +595,6 @@ def checkpoint_sampler_from_args(args, device):
                               args.verifier_rule, args.sample_precision)[0]
 
 
-def matmul_roof(device, n=2048, reps=5):
-    """The device's measured fp32 matrix-multiply rate (FLOP/s, TF32 off; the best of a few n³ products): the
-    practical ceiling of a network that is all convolutions, such as Inception. Measured, not looked up: the VM
-    this project's CPU numbers come from exposes AVX2 only, not its cores' AVX-512."""
-    best = float('inf')
-    with common.exact_fp32():
-        a, b = torch.randn(2, n, n, device=device).unbind(0)
-        a @ b  # warm-up
-        for _ in range(reps):
-            common.sync(device)
-            t0 = time.perf_counter()
-            a @ b
-            common.sync(device)
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-
 def run_bench(detector, args, device):
     """Feature extraction (preprocessing + Inception, exact fp32): img/s, ms/batch, peak memory, GFLOP per image and
     the achieved rate as a share of the device's measured fp32 matmul rate; and the time of one Fréchet distance
@@ -629,7 +613,7 @@ def run_bench(detector, args, device):
     one = preprocess(images[:1], args.mode).to(device)
     with torch.no_grad():
         flops = common.count_flops(lambda: detector(one))
-    roof = matmul_roof(device)
+    roof = common.matmul_roof(device)
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 4096, 2048))
     s1, s2 = np.cov(a, rowvar=False), np.cov(np.abs(b), rowvar=False)
@@ -677,7 +661,7 @@ def main(argv=None):
                        help='resample: ∝ e^{-c} (importance resampling, ours); best: the smallest c')
         q.add_argument('--sample-precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                        help='the generating network\'s precision (fp32 as EDM\'s generate.py; bf16 autocast is '
-                       'faster on a GPU, its effect on FID unmeasured here); features are always exact fp32')
+                       'meant for GPUs; on a study generator FID-1k moved by 0.22, README); features are always exact fp32')
     for q in (ref, calc, sample, bench):
         q.add_argument('--batch', type=int, default=250, help='images per forward pass')
         q.add_argument('--device', default='auto', help='auto | cuda | cpu')

@@ -2,6 +2,7 @@
 same run, --sample and --bench work, bad input gives clear errors, torchrun with two CPU processes runs."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -71,6 +72,10 @@ def test_teacher_bench_prints_figures_on_cpu():
     r = run_script('teacher.py', '--bench', '--preset', 'tiny', '--batch', '4', '--bench-steps', '2', '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert 'img/s' in r.stdout and 'ms/step' in r.stdout and 'peak mem' in r.stdout and 'MFU' in r.stdout
+    # on a CPU the MFU is against the measured fp32 matmul rate (no datasheet figure); a share, not 'n/a'
+    ips, gflop, share = re.search(r'([\d.]+) img/s .* ([\d.]+) GFLOP/img  MFU (\d+)% of the measured fp32 matmul '
+                                  r'rate \((\d+) GFLOP/s\)', r.stdout).group(1, 2, 3)
+    assert float(ips) > 0 and float(gflop) > 0 and 0 <= int(share) <= 100
 
 
 @pytest.mark.parametrize('args,message', [
