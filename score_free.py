@@ -81,6 +81,10 @@ def parse_args(argv=None):
                    help='classifier steps per generator step, the extra ones on fresh samples (pilot, '
                         'results/pilot_score_free.md: with 1 the classifier falls back to chance as the generator moves '
                         'and FID-2k varies 232-286 over seeds; with 2 it stays ahead, 204-228). The spec: "one (or k)"')
+    p.add_argument('--cls-reuse-x0', type=int, default=0,
+                   help='1: the extra classifier steps reuse the generator step\'s x₀ (fresh noise, σ and reals) instead '
+                        'of a fresh generator pass: unbiased per step, correlated across steps; saves a generator '
+                        'forward per extra step (ours; README). 0: fresh samples')
     p.add_argument('--cls-grad-penalty', type=float, default=0.0,
                    help='γ of the classifier\'s gradient penalty γ/2·σ²‖∇ₓc‖² on real and generated samples (ours)')
     p.add_argument('--cls-warmup', type=int, default=100,
@@ -364,8 +368,9 @@ def wrap_nets(G, cls, args, device, world):
 
 def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G=True):
     """One score-free iteration. One generator pass x₀ = G(z) serves both halves: (1) args.cls_steps classifier
-    steps, the first on x₀.detach() (further ones on fresh samples), so the classifier has seen the current
-    generator before it is used; (2) one generator step through the updated, frozen classifier on the same x₀.
+    steps, the first on x₀.detach() (further ones on fresh samples, or on x₀ again with --cls-reuse-x0), so the
+    classifier has seen the current generator before it is used; (2) one generator step through the updated,
+    frozen classifier on the same x₀.
     In expectation this is the usual alternation (classifier step on fresh samples, then generator step) at one
     generator forward pass instead of two. train_G=False (the classifier warm-up) skips (2)."""
     G, G_train, cls, cls_c, cls_train = nets
@@ -374,17 +379,19 @@ def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G
     x0_labels = labels = labels if G.label_dim else None
     with torch.set_grad_enabled(train_G), autocast():
         x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
-    fake = x0
+    fake, fake_labels = x0, x0_labels
     set_trainable(opts[1], True)
     for i in range(args.cls_steps):
         if i > 0:
             real, labels = next(reals)
             labels = labels if G.label_dim else None
-            with torch.no_grad(), autocast():
-                fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
+            if not args.cls_reuse_x0:  # else: the same x₀ again, under fresh noise and σ, against fresh reals
+                fake_labels = labels
+                with torch.no_grad(), autocast():
+                    fake = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
         sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
         with autocast():
-            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, fake, real, sigma, labels, labels,
+            loss_cls, acc_fake, acc_real = classifier_loss(cls_train, fake, real, sigma, fake_labels, labels,
                                                            args.cls_grad_penalty, args.cls_loss == 'patch')
             loss_cls = loss_cls.mean()
         opts[1].zero_grad(set_to_none=True)
@@ -486,8 +493,8 @@ def bench(args, device):
     fg = common.count_flops(lambda: G(x, torch.ones(1, device=device)))
     fc = common.count_flops(lambda: cls(x, torch.ones(1, device=device)))
     # per image: one G fwd/bwd, one cls fwd/bwd in the G step; per classifier step 2 cls fwd/bwd (fake, real),
-    # and one G fwd for every classifier step after the first
-    flops = 3 * fg + 3 * fc + args.cls_steps * 6 * fc + (args.cls_steps - 1) * fg
+    # and one G fwd for every classifier step after the first (none with --cls-reuse-x0)
+    flops = 3 * fg + 3 * fc + args.cls_steps * 6 * fc + (0 if args.cls_reuse_x0 else args.cls_steps - 1) * fg
     print(f'bench score_free: classifier {sum(p.numel() for p in cls.parameters()) / 1e6:.2f}M params')
     common.run_bench('score_free', step, args, device, flops, sum(p.numel() for p in G.parameters()))
 
@@ -549,11 +556,11 @@ def train(args, rank, world, device, init_generator=None):
         ckpt = common.load_checkpoint(resume, 'generator')
         same_run = ['dataset', 'teacher', 'cond', 'divergence', 'sigma_init', 'weight', 'batch', 'cls_steps', 'seed',
                     'xflip', 'cls_head', 'cls_loss', 'cls_global', 'cls_encoder_lr', 'cls_head_norm',
-                    'gen_sigma_min', 'gen_sigma_max']
+                    'gen_sigma_min', 'gen_sigma_max', 'cls_reuse_x0']
         common.check_resume_config(ckpt['config'], vars(args), same_run,  # defaults: keys older runs lack
                                    defaults={'cls_head': 'pool', 'cls_loss': 'image', 'cls_global': 0,
                                              'cls_encoder_lr': 1.0, 'cls_head_norm': 1, 'gen_sigma_min': 0.0,
-                                             'gen_sigma_max': float('inf')})
+                                             'gen_sigma_max': float('inf'), 'cls_reuse_x0': 0})
         if ckpt.get('method') != 'score_free' or 'classifier' not in ckpt:
             raise ValueError(f'{resume!r} is not a score-free training checkpoint')
         for net, key in ((G, 'G'), (cls, 'classifier'), (G_ema, 'ema')):

@@ -486,7 +486,7 @@ def test_check_precision_runs_and_reports_each_step(tiny_teacher):
     assert len(lines) == 2 and all(float(l.split('cosine(bf16, fp32)')[1].split()[0]) >= 0.99 for l in lines), r.stdout
 
 
-def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_teacher):
+def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_teacher, monkeypatch):
     """cls_steps = 1: G runs once per iteration; the classifier step trains on that x₀ (detached), then the
     generator step goes through the updated classifier on the same x₀. Both networks change."""
     import contextlib
@@ -507,6 +507,19 @@ def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_te
     score_free.iteration(args, (G, G, cls, cls, cls), opts, [None, None], contextlib.nullcontext, reals, 16,
                          torch.device('cpu'))
     assert len(calls) == 3  # one pass with gradient, two no-grad samples for the extra classifier steps
+    # --cls-reuse-x0: the extra classifier steps see that one x₀ again (against fresh reals), with no new G pass
+    fakes, reals_seen, real_loss = [], [], score_free.classifier_loss
+    def spy(c, fake, real, *a):
+        fakes.append(fake.detach().clone()), reals_seen.append(real.clone())
+        return real_loss(c, fake, real, *a)
+    monkeypatch.setattr(score_free, 'classifier_loss', spy)
+    for reuse, passes in ((1, 1), (0, 3)):
+        args.cls_reuse_x0, calls[:], fakes[:], reals_seen[:] = reuse, [], [], []
+        score_free.iteration(args, (G, G, cls, cls, cls), opts, [None, None], contextlib.nullcontext, reals, 16,
+                             torch.device('cpu'))
+        assert len(calls) == passes and len(fakes) == 3
+        assert all(torch.equal(f, fakes[0]) for f in fakes) == bool(reuse)
+        assert not torch.equal(reals_seen[0], reals_seen[1]) and not torch.equal(reals_seen[1], reals_seen[2])
 
 
 @pytest.mark.parametrize('lo,hi', [(0.0, 2.0), (0.5, 2.0), (1.0, float('inf'))])
