@@ -10,7 +10,7 @@
 #           bash results/gpu_bench.sh
 # In order (the cheap eager measurements first, compilation last, since it may not finish in the call):
 # 1. Diff-Instruct vs score-free iteration, edm preset, batch 128, bf16, eager (targets: score-free ≤ 0.6x the
-#    time, ≤ 0.7x the peak memory), score-free with 2 (default) and 1 classifier steps
+#    time, ≤ 0.7x the peak memory), score-free with 2 (default) and 1 classifier steps, and 2 with --cls-reuse-x0 1
 # 2. teacher iteration, edm preset, batch 512, bf16 eager
 # 3. the loss over the first 20 teacher steps on real images (CIFAR-10 test split), fp32 (TF32 off, EDM's
 #    default) and bf16 autocast, same seed, lr 1e-3 from the first step (no ramp-up, so the updates matter);
@@ -47,6 +47,7 @@ B=(--bench --device "$DEVICE" --preset "$PRESET" --bench-steps "$STEPS" --precis
 run 60 python diff_instruct.py "${B[@]}" --batch "$DIBATCH"
 run 60 python score_free.py "${B[@]}" --batch "$DIBATCH"
 run 60 python score_free.py "${B[@]}" --batch "$DIBATCH" --cls-steps 1
+run 60 python score_free.py "${B[@]}" --batch "$DIBATCH" --cls-reuse-x0 1
 run 60 python teacher.py "${B[@]}" --batch "$BATCH"
 
 # 3. loss curves, fp32 and bf16 (one progress line per step)
