@@ -636,7 +636,7 @@ def run_bench(name, step, args, device, flops_per_image, params):
         roof = matmul_roof(device)
         mfu = f'{100 * ips * flops_per_image / roof:.0f}% of the measured fp32 matmul rate ({roof / 1e9:.0f} GFLOP/s)'
     else:
-        mfu = 'n/a (unknown GPU: pass its peak)'
+        mfu = 'n/a (add this GPU to common.PEAK_TFLOPS)'
     dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
     precision = args.precision if device.type == 'cuda' else 'fp32'
     print(f'bench {name}: preset {args.preset}  params {params / 1e6:.2f}M  batch {args.batch}  precision '
