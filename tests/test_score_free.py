@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import common
 import diff_instruct
 import edm_import
+import fid
 import score_free
 from conftest import Gaussian1D, gauss_hermite_2d, run_script
 
@@ -190,7 +191,7 @@ ONE_STEP = ['--batch', '4', '--tick-kimg', '0.004', '--grid', '4', '--device', '
 SF = ONE_STEP + ['--cls-warmup', '2']
 
 
-def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector, tmp_path):
+def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector, tmp_path, capsys):
     data, teacher = tiny_teacher
     detector = tiny_detector
     ref = str(tmp_path / 'ref.npz')
@@ -213,24 +214,23 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
     for key in ('G', 'classifier', 'ema'):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f'{key}.{name} differs after resume'
-    r = run_script('score_free.py', *args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto',
-                   '--divergence', 'js')
-    assert r.returncode == 2 and 'divergence' in r.stderr and 'another config' in r.stderr
-    r = run_script('score_free.py', *args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto',
-                   '--gen-sigma-max', 'inf')  # a run started with the new default σ ≤ 2 resumed with the spec's
-    assert r.returncode == 2 and 'gen_sigma_max' in r.stderr and 'another config' in r.stderr
-    r = run_script('fid.py', 'calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref,
-                   '--inception', detector)
-    assert r.returncode == 0 and r.stdout.startswith('fid6 '), r.stderr
+    # refused resumes and the FID calls run in this process (the CLI's exit code 2 is SystemExit(2) here)
+    for other, key in ((['--divergence', 'js'], 'divergence'),
+                       (['--gen-sigma-max', 'inf'], 'gen_sigma_max')):  # a run started with σ ≤ 2, the spec's range
+        with pytest.raises(SystemExit) as e:
+            score_free.main([*args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto', *other])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and key in err and 'another config' in err
+    calc = ['calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref, '--inception', detector]
+    plain = fid.main(calc)
+    assert capsys.readouterr().out.startswith('fid6 ')
     # the ratio as a verifier: generator.pt carries the classifier; k = 1 is the plain sampler, k = 4 differs
     for k, rule in (('1', 'resample'), ('4', 'resample'), ('4', 'best')):
-        v = run_script('fid.py', 'calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref,
-                       '--inception', detector, '--verifier-k', k, '--verifier-rule', rule)
-        assert v.returncode == 0, v.stderr
-        assert (v.stdout == r.stdout) == (k == '1'), (k, rule, v.stdout, r.stdout)
-    r = run_script('fid.py', 'calc', '--ckpt', teacher, '--num', '6', '--ref', ref, '--inception', detector,
-                   '--verifier-k', '2')
-    assert r.returncode == 2 and 'needs a score-free generator' in r.stderr
+        v = fid.main(calc + ['--verifier-k', k, '--verifier-rule', rule])
+        assert (v == plain) == (k == '1'), (k, rule, v, plain)
+    with pytest.raises(SystemExit) as e:
+        fid.main(['calc', '--ckpt', teacher, '--num', '6', '--ref', ref, '--inception', detector, '--verifier-k', '2'])
+    assert e.value.code == 2 and 'needs a score-free generator' in capsys.readouterr().err
 
 
 def test_fid_ref_auto_computes_and_caches_training_set_statistics(tiny_teacher, tiny_detector, tmp_path):
