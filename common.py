@@ -419,8 +419,8 @@ def setup_precision(device, precision, tf32):
     if precision not in ('bf16', 'fp16', 'fp32'):
         raise ValueError(f'--precision must be bf16, fp16 or fp32, not {precision!r}')
     if device.type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+        torch.backends.cudnn.allow_tf32 = bool(tf32)
         torch.backends.cudnn.benchmark = True
     if device.type != 'cuda' or precision == 'fp32':
         return contextlib.nullcontext, None

@@ -1,5 +1,6 @@
 """Tests of common.py: the network against EDM's golden outputs and key list, EDM's formulas, the Heun
 sampler against closed forms, EMA, checkpoints, data loaders, DDP."""
+import contextlib
 import gzip
 import hashlib
 import io
@@ -543,3 +544,18 @@ def test_teacher_trains_with_augmentation(image_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
     assert ck['net_config']['augment_dim'] == 9 and ck['config']['xflip'] == 0
+
+
+def test_setup_precision_cuda_branch_takes_the_flag_as_argparse_gives_it():
+    """--tf32 arrives as an int; torch's TF32 switches accept only bools (the first GPU run died here). The CUDA
+    branch only sets backend flags, so it runs on a CPU machine too; the flags are restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        for tf32 in (0, 1):
+            autocast, scaler = common.setup_precision(torch.device('cuda'), 'bf16', tf32)
+            assert torch.backends.cuda.matmul.allow_tf32 is bool(tf32)
+            assert torch.backends.cudnn.allow_tf32 is bool(tf32)
+            assert scaler is None and autocast is not contextlib.nullcontext
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
