@@ -6,9 +6,12 @@ Diff-Instruct's 17.0 GB although it has no teacher pass and no fake score networ
 the peak at that batch, so this counts them exactly (a saved_tensors_hooks pack hook records every tensor autograd
 keeps, parameters excluded, by storage) instead of reading a noisy resident-set size.
 
-    python results/activation_memory.py [--batch 4]
+    python results/activation_memory.py [--batch 4] [--bf16]
 
-Each pass's bytes scale linearly with the batch, so a small batch gives the per-image figures.
+--bf16 counts the generator's forward under CPU bf16 autocast too (CUDA's autocast lists differ in details), by
+dtype: what mixed precision saves in activation memory.
+
+Per image = (bytes at batch 2b − bytes at batch b) / b, so what does not grow with the batch is left out.
 """
 import argparse
 import os
@@ -21,39 +24,55 @@ import common  # noqa: E402
 import score_free  # noqa: E402
 
 
-def saved_bytes(fn, exclude):
+def saved_bytes(fn, exclude, by_dtype=None):
     """Bytes of the distinct storages autograd saves for backward while fn() runs (storages in exclude not
-    counted: the parameters, which are resident anyway)."""
+    counted: the parameters, which are resident anyway); by_dtype, a dict, collects them per dtype."""
     storages = {}
 
     def pack(t):
         s = t.untyped_storage()
-        if s.data_ptr() not in exclude:
+        if s.data_ptr() not in exclude and s.data_ptr() not in storages:
             storages[s.data_ptr()] = s.nbytes()
+            if by_dtype is not None:
+                by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + s.nbytes()
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(storages.values())
 
 
+def per_image(fn, b, exclude, by_dtype=None):
+    """Saved bytes per image: the difference between batches 2b and b, over b. The difference removes what does not
+    grow with the batch, such as the bf16 copies of the weights that autocast keeps for the backward."""
+    low, high = {}, {}
+    small, large = saved_bytes(lambda: fn(b), exclude, low), saved_bytes(lambda: fn(2 * b), exclude, high)
+    if by_dtype is not None:
+        by_dtype.update({k: (high.get(k, 0) - low.get(k, 0)) / b for k in high})
+    return (large - small) / b
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=4)
+    p.add_argument('--bf16', action='store_true', help='also the generator forward under bf16 autocast')
     args = p.parse_args()
     torch.manual_seed(0)
     G = common.build_net('edm', 32, 3, 0, 0.13).requires_grad_(True)
     cls = score_free.Classifier(G.config)
     params = {q.untyped_storage().data_ptr() for net in (G, cls) for q in net.parameters()}
-    b = args.batch
-    z, sigma = torch.randn(b, 3, 32, 32), torch.full([b], 0.5)
-    x = torch.randn(b, 3, 32, 32, requires_grad=True)  # the generator step: gradients flow into the input
-    per_image = {
-        'G forward (generator, full U-Net)': saved_bytes(lambda: common.generate_one_step(G, z, 2.5), params) / b,
-        'classifier forward (encoder half)': saved_bytes(lambda: cls(x, sigma), params) / b,
-    }
-    for name, v in per_image.items():
-        print(f'{name:38s} {v / 2 ** 20:8.2f} MiB per image kept for backward (fp32)')
-    g, c = per_image.values()
+    generator = lambda n: common.generate_one_step(G, torch.randn(n, 3, 32, 32), 2.5)
+    # the generator step: gradients flow into the classifier's input
+    classifier = lambda n: cls(torch.randn(n, 3, 32, 32, requires_grad=True), torch.full([n], 0.5))
+    g, c = per_image(generator, args.batch, params), per_image(classifier, args.batch, params)
+    print(f'{"G forward (generator, full U-Net)":38s} {g / 2 ** 20:8.2f} MiB per image kept for backward (fp32)')
+    print(f'{"classifier forward (encoder half)":38s} {c / 2 ** 20:8.2f} MiB per image kept for backward (fp32)')
+    if args.bf16:
+        by_dtype = {}
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            total = per_image(generator, args.batch, params, by_dtype)
+        parts = ', '.join(f'{v / 2 ** 20:.2f} in {str(k).removeprefix("torch.")}' for k, v in by_dtype.items())
+        print(f'{"G forward under bf16 autocast":38s} {total / 2 ** 20:8.2f} MiB per image ({parts}): '
+              f'{total / g:.2f}x the fp32 figure')
     print(f'ratio classifier / G: {c / g:.3f}')
     print('activation peak of one iteration at batch B, in units of G forward(B):')
     print(f'  Diff-Instruct  (G step: G graph, teacher and fake score without grad; fake step: one U-Net): 1.000')
