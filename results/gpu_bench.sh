@@ -18,7 +18,7 @@
 # curves   the first 20 teacher steps on real images (CIFAR-10 test split), fp32 (TF32 off, EDM's default) and bf16
 #          autocast, same seed, lr 1e-3 from the first step; then one Diff-Instruct iteration from the bf16 teacher
 # fid      one-step FID-50k end to end with --sample-precision fp32 and bf16; Heun (18 steps, 35 NFE) on NUMH
-#          images in bf16 (×50000/NUMH for FID-50k)
+#          images in bf16 (×50000/NUMH for FID-50k), and on 2·NUMH with --compile 1 (compilation in the wall time)
 # more     score-free --cls-steps 1 and --cls-reuse-x0 1 eager; compiled Diff-Instruct and score-free
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-edm}; BATCH=${BATCH:-512}; DIBATCH=${DIBATCH:-128}; STEPS=${STEPS:-10}
@@ -84,6 +84,8 @@ stage_fid() {
   done
   run 60 python fid.py calc --ckpt "$TEACHER" --ref "$RUNS/ref.npz" --num "$NUMH" --inception "$INC" \
     --device "$DEVICE" --sample-precision bf16
+  run 200 python fid.py calc --ckpt "$TEACHER" --ref "$RUNS/ref.npz" --num "$((2 * NUMH))" --inception "$INC" \
+    --device "$DEVICE" --sample-precision bf16 --compile 1
 }
 stage_more() {
   run 60 python score_free.py "${B[@]}" --batch "$DIBATCH" --cls-steps 1
