@@ -17,6 +17,7 @@
 # probe    results/gpu_fp32_probe.py: the fp32 step by layout and cuDNN autotuner, to find the fp32 stall
 # curves   the first 20 teacher steps on real images (CIFAR-10 test split), fp32 (TF32 off, EDM's default) and bf16
 #          autocast, same seed, lr 1e-3 from the first step; then one Diff-Instruct iteration from the bf16 teacher
+#          and two score-free ones (their training loops on CUDA)
 # fid      one-step FID-50k end to end with --sample-precision fp32 and bf16; Heun (18 steps, 35 NFE) on NUMH
 #          images in bf16 (×50000/NUMH for FID-50k), and on 2·NUMH with --compile 1 (compilation in the wall time)
 # more     score-free --cls-steps 1 and --cls-reuse-x0 1 eager; compiled Diff-Instruct and score-free
@@ -74,6 +75,9 @@ for name, c in zip(('fp32', 'bf16'), curves):
 EOF2
   run 60 python diff_instruct.py --teacher "$TEACHER" --dataset "$DATA" --split test --batch "$DIBATCH" \
     --device "$DEVICE" --total-kimg "$(python -c "print($DIBATCH / 1000)")" --fid-ref none --grid 16 --outdir "$RUNS/di"
+  # the score-free trainer's own loop on CUDA (the first lease ran only its --bench): warm-up, two iterations, snapshot
+  run 60 python score_free.py --teacher "$TEACHER" --dataset "$DATA" --split test --batch "$DIBATCH" --device "$DEVICE" \
+    --cls-warmup 2 --total-kimg "$(python -c "print(2 * $DIBATCH / 1000)")" --fid-ref none --grid 16 --outdir "$RUNS/sf"
 }
 stage_fid() {
   run 60 python fid.py ref --dataset "$DATA" --split test --per-class "$PERCLASS" --out "$RUNS/ref.npz" \
