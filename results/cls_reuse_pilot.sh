@@ -4,9 +4,10 @@
 # (the default) and on the generator step's x₀ again, seeds 0 and 1. Seed 0 with fresh samples is the study's own
 # sf_rkl arm (results/README.md; the same flags plus --fid-at-start 1). Needs `python results/study.py run` first
 # (its teacher and reference statistics). ~13 min per run on 2 cores. Run from the repo root.
+# SEEDS="2 3" bash results/cls_reuse_pilot.sh adds seeds (both arms each).
 set -euo pipefail
 SHARED=${SHARED:-../shared}; STUDY=${STUDY:-runs/study/cpu}; OUT=${OUT:-runs/reuse}
-for seed in 0 1; do
+for seed in ${SEEDS:-0 1}; do
   for reuse in 1 0; do
     [ "$seed$reuse" = 00 ] && continue  # the study's sf_rkl arm
     python score_free.py --divergence rkl --dataset "$SHARED/data/cifar10-jpeg-train.zip" \
