@@ -18,8 +18,9 @@
 # curves   the first 20 teacher steps on real images (CIFAR-10 test split), fp32 (TF32 off, EDM's default) and bf16
 #          autocast, same seed, lr 1e-3 from the first step; then one Diff-Instruct iteration from the bf16 teacher
 #          and two score-free ones (their training loops on CUDA)
-# fid      one-step FID-50k end to end with --sample-precision fp32 and bf16; Heun (18 steps, 35 NFE) on NUMH
-#          images in bf16 (×50000/NUMH for FID-50k), and on 2·NUMH with --compile 1 (compilation in the wall time)
+# fid      fid.py bench at batch 1000 (default 250); one-step FID-50k end to end with --sample-precision fp32 and
+#          bf16; Heun (18 steps, 35 NFE) on NUMH images in bf16 (×50000/NUMH for FID-50k), and on 2·NUMH with
+#          --compile 1 (compilation in the wall time)
 # more     score-free --cls-steps 1 and --cls-reuse-x0 1 eager; compiled Diff-Instruct and score-free
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-edm}; BATCH=${BATCH:-512}; DIBATCH=${DIBATCH:-128}; STEPS=${STEPS:-10}
@@ -82,6 +83,8 @@ EOF2
 stage_fid() {
   run 60 python fid.py ref --dataset "$DATA" --split test --per-class "$PERCLASS" --out "$RUNS/ref.npz" \
     --inception "$INC" --device "$DEVICE"
+  # the exact fp32 features took 26 s of the 50k (1892 img/s at the default batch 250): does a larger batch help?
+  run 40 python fid.py bench --inception "$INC" --num "$((2 * NUMB))" --batch 1000 --device "$DEVICE"
   for p in bf16 fp32; do
     run 90 python fid.py calc --ckpt "$RUNS/di/generator.pt" --ref "$RUNS/ref.npz" --num "$NUM1" --inception "$INC" \
       --device "$DEVICE" --sample-precision $p
