@@ -559,3 +559,15 @@ def test_setup_precision_cuda_branch_takes_the_flag_as_argparse_gives_it():
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
+
+
+def test_compile_keeps_eager_random_numbers(monkeypatch):
+    """--compile 1 must not change the dropout masks or where the RNG stream goes (Inductor's own generator would:
+    a resume with the other --compile setting would then not continue the same run). Compiling costs a minute
+    here, so this checks the switch; results/compile_check.py measured its effect (README)."""
+    monkeypatch.setattr(torch._inductor.config, 'fallback_random', False)
+    net = common.build_net('tiny', 32, 3, 0, 0.13)
+    assert common.maybe_compile(net, False) is net and not torch._inductor.config.fallback_random
+    compiled = common.maybe_compile(net, True)  # lazy: nothing is compiled before the first call
+    assert compiled is not net and compiled._orig_mod is net
+    assert torch._inductor.config.fallback_random is True
