@@ -503,7 +503,8 @@ def ema_beta(cur_nimg, batch_size, halflife_kimg=500, rampup_ratio=0.05):
 @torch.no_grad()
 def ema_update(ema, net, beta):
     """ema ← beta·ema + (1 − beta)·net, all parameters in one multi-tensor lerp (a few kernels instead of one
-    per tensor); buffers are copied."""
+    per tensor, provided ema and net share each tensor's memory layout: copy the EMA after to_device); buffers
+    are copied."""
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1 - beta)
     for b_ema, b_net in zip(ema.buffers(), net.buffers()):
         b_ema.copy_(b_net)

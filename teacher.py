@@ -184,8 +184,9 @@ def train(args, rank, world, device):
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
 
     # Network, EMA, optimizer.
-    net = common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout,
-                           augment_dim(args)).to(device)
+    # on the device first: the EMA copy then has the net's memory layout, which its one-kernel update needs
+    net = common.to_device(common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout,
+                                            augment_dim(args)), device)
     pipe = common.AugmentPipe(args.augment) if args.augment else None
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = common.make_adam(net.parameters(), args.lr, args.betas, args.eps, device)
@@ -206,7 +207,6 @@ def train(args, rank, world, device):
         common.set_rng_state(ckpt['rng'][rank] if rank < len(ckpt['rng']) else ckpt['rng'][0])
         cur_nimg = ckpt['cur_nimg']
         common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
-    net = common.to_device(net, device)
     model = common.ddp_wrap(common.maybe_compile(net, args.compile), device, world)
     common.print0(f'net: {args.preset}  {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M params  '
                   f'label_dim {label_dim}  world {world}  device {device}  precision '

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import common
+import teacher
 from conftest import ROOT, run_script
 
 TINY = ['--preset', 'tiny', '--batch', '8', '--tick-kimg', '0.008', '--grid', '4', '--steps', '3', '--device', 'cpu',
@@ -28,6 +29,19 @@ def test_teacher_trains_and_writes_checkpoint_and_grids(image_folder, tmp_path):
     assert 'img/s' in r.stdout and 'loss' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
     assert ck['cur_nimg'] == 24 and ck['config']['preset'] == 'tiny'
+
+
+def test_teacher_ema_has_the_nets_memory_layout(image_folder, tmp_path, monkeypatch):
+    """On CUDA the net trains in channels_last; its EMA copy must share that layout, or the one-kernel EMA update
+    (torch._foreach_lerp_ needs equal strides) falls back to one kernel per tensor. Here the CPU stands in: the
+    layout helper is made to convert on CPU too, and the checkpoint keeps each tensor's strides."""
+    monkeypatch.setattr(common, 'to_device', lambda net, device: net.to(device).to(memory_format=torch.channels_last))
+    out = str(tmp_path / 'run')
+    teacher.main(['--dataset', image_folder, *TINY, '--total-kimg', '0.008', '--outdir', out])
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    convs = [k for k, v in ck['net'].items() if v.ndim == 4 and v.shape[-1] > 1]
+    assert convs and all(ck['net'][k].is_contiguous(memory_format=torch.channels_last) for k in convs)
+    assert all(ck['ema'][k].stride() == ck['net'][k].stride() for k in convs)
 
 
 def test_teacher_resume_equals_uninterrupted_run(image_folder, tmp_path):
