@@ -21,7 +21,8 @@
 # fid      fid.py bench at batch 1000 (default 250); one-step FID-50k end to end with --sample-precision fp32 and
 #          bf16; Heun (18 steps, 35 NFE) on NUMH images in bf16 (×50000/NUMH for FID-50k), and on 2·NUMH with
 #          --compile 1 (compilation in the wall time)
-# more     score-free --cls-steps 1 and --cls-reuse-x0 1 eager; compiled Diff-Instruct and score-free
+# more     score-free --cls-steps 1 and --cls-reuse-x0 1 eager; compiled Diff-Instruct and score-free; the
+#          compiled teacher with Inductor's own random numbers (the cost of common.COMPILE_EAGER_RNG)
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-edm}; BATCH=${BATCH:-512}; DIBATCH=${DIBATCH:-128}; STEPS=${STEPS:-10}
 NUM1=${NUM1:-50000}; NUMH=${NUMH:-2000}; PERCLASS=${PERCLASS:-100}; NUMB=${NUMB:-2000}; STOP=${STOP:-500}; CARRY=${CARRY:-.carry}
@@ -99,6 +100,9 @@ stage_more() {
   run 60 python score_free.py "${B[@]}" --batch "$DIBATCH" --cls-reuse-x0 1
   run 200 python score_free.py "${B[@]}" --batch "$DIBATCH" --compile 1
   run 200 python diff_instruct.py "${B[@]}" --batch "$DIBATCH" --compile 1
+  # what keeping eager's random numbers under compile costs (common.COMPILE_EAGER_RNG, on by default)
+  run 280 python -c "import sys, common, teacher; common.COMPILE_EAGER_RNG = False; teacher.main(sys.argv[1:])" \
+    "${B[@]}" --batch "$BATCH" --compile 1
 }
 for stage in ${STAGES:-compile eager probe curves fid more}; do "stage_$stage"; done
 echo "total $SECONDS s" | tee -a "$LOG"
