@@ -384,10 +384,14 @@ def verified_sampler(G, cls, sigma_init, device, k, sigma=0.1, rule='resample'):
 # ------------------------------------------------------------------------------------------------------
 
 def wrap_nets(G, cls, args, device, world):
-    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets."""
+    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets. The gradient
+    penalty differentiates the classifier twice, which compiled graphs do not support ('torch.compile with
+    aot_autograd does not currently support double backward'), so with it the classifier step runs the eager
+    classifier; the generator step (one derivative) still runs the compiled one."""
     cls_c = common.maybe_compile(cls, args.compile)
+    cls_step = cls if args.cls_grad_penalty > 0 else cls_c
     return (G, common.ddp_wrap(common.maybe_compile(G, args.compile), device, world),
-            cls, cls_c, common.ddp_wrap(cls_c, device, world))
+            cls, cls_c, common.ddp_wrap(cls_step, device, world))
 
 
 def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G=True):
@@ -597,6 +601,9 @@ def train(args, rank, world, device, init_generator=None):
                   f'world {world}  device {device}', rank=rank)
     common.print0(f'precision: G and classifier {common.precision_name(device, args.precision)}, TF32 '
                   f'{"on" if args.tf32 else "off"}', rank=rank)
+    if args.compile and args.cls_grad_penalty > 0:
+        common.print0('compile: G and the generator step\'s classifier; the classifier step runs eager (its gradient '
+                      'penalty needs a second derivative, which torch.compile does not support)', rank=rank)
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)

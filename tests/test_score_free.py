@@ -700,3 +700,17 @@ def test_classifier_encoder_lr_scales_or_freezes_only_the_encoder(tiny_teacher, 
     assert torch.equal(encoder, encoder_after) == (encoder_lr == 0)
     if encoder_lr == 0:  # frozen, not merely left out of Adam: no gradient is ever computed for it
         assert all(not p.requires_grad and p.grad is None for n, p in cls.named_parameters() if n.startswith('model.'))
+
+
+@pytest.mark.parametrize('penalty', [0.0, 1.0])
+def test_compile_leaves_the_penalised_classifier_step_eager(penalty, monkeypatch):
+    """torch.compile cannot differentiate twice ('does not currently support double backward'), and the gradient
+    penalty does: with it, --compile 1 must hand the classifier step the eager classifier (else the first step
+    dies), while the generator step and G stay compiled. torch.compile is lazy, so nothing compiles here."""
+    monkeypatch.setattr(torch._inductor.config, 'fallback_random', False)  # maybe_compile sets it; restored after
+    args = score_free.parse_args(['--device', 'cpu', '--compile', '1', '--cls-grad-penalty', str(penalty)])
+    teacher = common.build_net('tiny', 32, 3, 0, 0.13)
+    G, _, cls, _ = score_free.build_nets(teacher, args, torch.device('cpu'))
+    _, G_train, cls_plain, cls_c, cls_train = score_free.wrap_nets(G, cls, args, torch.device('cpu'), 1)
+    assert cls_plain is cls and G_train._orig_mod is G and cls_c._orig_mod is cls
+    assert (cls_train is cls) if penalty > 0 else (cls_train is cls_c)
