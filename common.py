@@ -94,6 +94,14 @@ class GroupNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x):
+        # Under autocast, in the autocast dtype (statistics still accumulate in float32 inside the kernel), as EDM's
+        # fp16 network normalises in fp16. CUDA's autocast would run group_norm in float32 and keep float32 copies
+        # of its input and output for the backward, 1.5x the activation memory of the bf16 edm net
+        # (results/activation_memory.py --bf16); CPU's autocast already left bf16 inputs in bf16.
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            with torch.autocast(x.device.type, enabled=False):
+                return F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps)
         return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
 
 

@@ -8,12 +8,14 @@ keeps, parameters excluded, by storage) instead of reading a noisy resident-set 
 
     python results/activation_memory.py [--batch 4] [--bf16]
 
---bf16 counts the generator's forward under CPU bf16 autocast too (CUDA's autocast lists differ in details), by
-dtype: what mixed precision saves in activation memory.
+--bf16 counts the generator's forward under CPU bf16 autocast too, by dtype: what mixed precision saves in
+activation memory; and again with group_norm in float32, as CUDA's autocast runs it unless the network pins the
+dtype (common.GroupNorm does since 2026-11-28): that was the H200's bf16 memory.
 
 Per image = (bytes at batch 2b − bytes at batch b) / b, so what does not grow with the batch is left out.
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -51,6 +53,24 @@ def per_image(fn, b, exclude, by_dtype=None):
     return (large - small) / b
 
 
+def group_norm_in_float32(self, x):
+    """What CUDA's autocast does with group_norm (its float32 list): inputs cast up, a float32 output. common.GroupNorm
+    pins the autocast dtype instead; this stands in for the network before it did, here on CPU."""
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.nn.functional.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(),
+                                              self.eps)
+
+
+@contextlib.contextmanager
+def patched(owner, name, value):
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=4)
@@ -67,12 +87,13 @@ def main():
     print(f'{"G forward (generator, full U-Net)":38s} {g / 2 ** 20:8.2f} MiB per image kept for backward (fp32)')
     print(f'{"classifier forward (encoder half)":38s} {c / 2 ** 20:8.2f} MiB per image kept for backward (fp32)')
     if args.bf16:
-        by_dtype = {}
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            total = per_image(generator, args.batch, params, by_dtype)
-        parts = ', '.join(f'{v / 2 ** 20:.2f} in {str(k).removeprefix("torch.")}' for k, v in by_dtype.items())
-        print(f'{"G forward under bf16 autocast":38s} {total / 2 ** 20:8.2f} MiB per image ({parts}): '
-              f'{total / g:.2f}x the fp32 figure')
+        for name, norm in (('G forward under bf16 autocast', common.GroupNorm.forward),
+                           ('the same, group_norm in float32', group_norm_in_float32)):
+            by_dtype = {}
+            with torch.autocast('cpu', dtype=torch.bfloat16), patched(common.GroupNorm, 'forward', norm):
+                total = per_image(generator, args.batch, params, by_dtype)
+            parts = ', '.join(f'{v / 2 ** 20:.2f} in {str(k).removeprefix("torch.")}' for k, v in by_dtype.items())
+            print(f'{name:38s} {total / 2 ** 20:8.2f} MiB per image ({parts}): {total / g:.2f}x the fp32 figure')
     print(f'ratio classifier / G: {c / g:.3f}')
     print('activation peak of one iteration at batch B, in units of G forward(B):')
     print(f'  Diff-Instruct  (G step: G graph, teacher and fake score without grad; fake step: one U-Net): 1.000')
