@@ -593,6 +593,7 @@ def peak_tflops(device, override=None):
 
 
 def peak_memory_gb(device):
+    """Peak memory in GiB (2^30 bytes): on CUDA what the caching allocator handed out, on CPU the peak RSS."""
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
     try:  # CPU: the process's peak resident set size
@@ -664,7 +665,7 @@ def run_bench(name, step, args, device, flops_per_image, params):
     precision = args.precision if device.type == 'cuda' else 'fp32'
     print(f'bench {name}: preset {args.preset}  params {params / 1e6:.2f}M  batch {args.batch}  precision '
           f'{precision}  compile {args.compile}  device {dev}')
-    print(f'bench {name}: {ips:.1f} img/s  {1000 * dt:.1f} ms/step  peak mem {peak_memory_gb(device):.2f} GB  '
+    print(f'bench {name}: {ips:.1f} img/s  {1000 * dt:.1f} ms/step  peak mem {peak_memory_gb(device):.2f} GiB  '
           f'{flops_per_image / 1e9:.2f} GFLOP/img  MFU {mfu}')
 
 

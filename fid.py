@@ -625,7 +625,7 @@ def run_bench(detector, args, device):
     fd = time.perf_counter() - t0
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
     print(f'fid bench: {ips:.1f} img/s feature extraction  {ms:.0f} ms/batch  batch {args.batch}  {name}  '
-          f'peak mem {common.peak_memory_gb(device):.2f} GB')
+          f'peak mem {common.peak_memory_gb(device):.2f} GiB')
     print(f'fid bench: {flops / 1e9:.3g} GFLOP/img -> {ips * flops / 1e9:.1f} GFLOP/s = '
           f'{100 * ips * flops / roof:.0f}% of this device\'s measured fp32 matmul rate ({roof / 1e9:.1f} GFLOP/s)')
     print(f'fid bench: Frechet distance 2048x2048: {fd:.2f} s')
