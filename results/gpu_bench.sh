@@ -94,6 +94,9 @@ stage_fid() {
   done
   run 60 python fid.py calc --ckpt "$TEACHER" --ref "$RUNS/ref.npz" --num "$NUMH" --inception "$INC" \
     --device "$DEVICE" --sample-precision bf16
+  # the same at batch 1000 (Heun's 35 forward passes per image: does a larger batch fill the GPU better?)
+  run 60 python fid.py calc --ckpt "$TEACHER" --ref "$RUNS/ref.npz" --num "$NUMH" --inception "$INC" \
+    --device "$DEVICE" --sample-precision bf16 --batch 1000
   run 200 python fid.py calc --ckpt "$TEACHER" --ref "$RUNS/ref.npz" --num "$((2 * NUMH))" --inception "$INC" \
     --device "$DEVICE" --sample-precision bf16 --compile 1
 }
