@@ -16,7 +16,8 @@
 # compile  teacher bf16 + torch.compile, edm, batch 512 (target 2500 img/s), given the time it needs first
 # eager    Diff-Instruct vs score-free (2 classifier steps), edm, batch 128, bf16 eager: time and peak memory
 #          (targets ≤ 0.6x, ≤ 0.7x; the classifier step now runs its two sides one after the other)
-# probe    results/gpu_fp32_probe.py: the fp32 step by layout and cuDNN autotuner, to find the fp32 stall
+# probe    results/gpu_fp32_probe.py: the fp32 step by layout and cuDNN autotuner, to find the fp32 stall;
+#          teacher.py --check-precision with the GPU's bf16 kernels (steps 0, 1, 10)
 # curves   the first 20 teacher steps on real images (CIFAR-10 test split), fp32 (TF32 off, EDM's default) and bf16
 #          autocast, same seed, lr 1e-3 from the first step; then one Diff-Instruct iteration from the bf16 teacher
 #          and two score-free ones (their training loops on CUDA)
@@ -43,7 +44,7 @@ run() {
   local t0=$SECONDS
   timeout "$t" "$@" > "$RUNS/last.txt" 2>&1; local rc=$?
   cat "$RUNS/last.txt" >> "$FULL"
-  grep -E '^bench|^fid|^FID|^wrote|rror|Traceback|first step|no 3 steps' "$RUNS/last.txt" | tee -a "$LOG"
+  grep -E '^bench|^fid|^FID|^wrote|^check-precision|rror|Traceback|first step|no 3 steps' "$RUNS/last.txt" | tee -a "$LOG"
   echo "  [exit $rc, $(( SECONDS - t0 )) s wall]" | tee -a "$LOG"
 }
 { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "device $DEVICE"
@@ -59,7 +60,12 @@ stage_eager() {
   run 60 python diff_instruct.py "${B[@]}" --batch "$DIBATCH"
   run 60 python score_free.py "${B[@]}" --batch "$DIBATCH"
 }
-stage_probe() { run 130 python results/gpu_fp32_probe.py --batch "$BATCH" --timeout 25; }
+stage_probe() {
+  run 130 python results/gpu_fp32_probe.py --batch "$BATCH" --timeout 25
+  # the README's bf16 cosines were measured on CPU; this is the same check with the GPU's bf16 kernels
+  run 90 python teacher.py --check-precision --dataset "$DATA" --split test --preset "$PRESET" --batch 64 \
+    --device "$DEVICE" --check-steps 0,1,10
+}
 stage_curves() {
   run 60 python teacher.py "${T[@]}" --precision bf16 --outdir "$RUNS/teacher_bf16"
   run 90 python teacher.py "${T[@]}" --precision fp32 --outdir "$RUNS/teacher_fp32"
