@@ -675,9 +675,9 @@ def run_bench(name, step, args, device, flops_per_image, params):
 # the other --compile setting would then not continue the same run). With it, a compiled step equals an eager one
 # up to float rounding (CPU, 2026-11-28): tiny preset, dropout 0.13, gradients 1.1e-6 apart and the same RNG state
 # after, against 6.7e-6 apart, 12 % of the (tiny) gradient entries' signs flipped and the RNG state moved without
-# it (`python results/compile_check.py`); teacher.py on the CIFAR-10 test split, 10 steps: losses equal to 2.7e-7,
-# against up to 7.5 % apart from the second step without it. Step time, small preset: 0.72 / 0.66 s with it,
-# 0.70 / 0.67 without (CPU); its cost on a GPU is not measured yet.
+# it; compiled step 78.6 ms with it, 77.5 without (best of 20; `python results/compile_check.py`). teacher.py on the
+# CIFAR-10 test split, 10 steps: losses equal to 2.7e-7, against up to 7.5 % apart from the second step without it
+# (`bash results/compile_runs.sh`). Its cost on a GPU is not measured yet.
 COMPILE_EAGER_RNG = True
 
 
@@ -1203,9 +1203,10 @@ def run_main(args, body):
         sys.exit(2)
     finally:
         if world > 1:
-            # DDP wrappers sit in reference cycles, so they (and gloo's last pending work) would otherwise be freed
-            # during interpreter shutdown, where a rank occasionally aborted ('terminate called without an active
-            # exception', about 1 run in 30 of a two-process CPU test): free them while Python is fully alive
+            # A DDP wrapper that has done a step can be held by cyclic garbage until the collector runs, and one
+            # still alive at interpreter shutdown is freed there, where a rank occasionally aborted ('terminate
+            # called without an active exception', about 1 run in 30 of a two-process CPU test): collect while
+            # Python is fully alive (results/ddp_exit_check.sh)
             gc.collect()
             torch.distributed.destroy_process_group()
 

@@ -2,15 +2,17 @@
 dropout (EDM's CIFAR-10 0.13), eager against torch.compile, same seed, same inputs: the gradients' distance, how many
 gradient signs differ (all, and among entries above 1e-4 of the gradient's RMS), and whether the RNG stream is left
 in the same state. Compiled twice: with `common.COMPILE_EAGER_RNG` (the default: Inductor falls back to eager's
-random numbers) and without. Then ten Adam steps (lr 1e-3) eager and compiled with eager's RNG: the losses side by side.
+random numbers) and without. Then ten Adam steps (lr 1e-3) eager and compiled with eager's RNG: the losses side by side;
+and the compiled step's time with and without eager's RNG (two blocks each, after a warm-up).
 
-    python results/compile_check.py [--preset tiny] [--batch 16] [--dropout 0.13]   (CPU: ~2 min, most of it compiling)
+    python results/compile_check.py [--preset tiny] [--batch 16] [--dropout 0.13]   (CPU: ~3 min, most of it compiling)
 """
 import argparse
 import copy
 import os
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -39,6 +41,7 @@ def main():
     p.add_argument('--preset', default='tiny')
     p.add_argument('--batch', type=int, default=16)
     p.add_argument('--dropout', type=float, default=0.13)
+    p.add_argument('--time-steps', type=int, default=10)
     args = p.parse_args()
     os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', tempfile.mkdtemp())  # compile from scratch
     torch.manual_seed(0)
@@ -76,6 +79,21 @@ def main():
     print('ten Adam steps, loss eager / compiled:', '  '.join(f'{a:.2f}/{b:.2f}' for a, b in zip(*losses)))
     print(f'largest relative difference: {max(abs(b - a) / a for a, b in zip(*losses)):.2e}')
 
+    # What keeping eager's random numbers costs: the compiled step's time with and without it, in blocks (each
+    # compile resets dynamo, which drops the other model's code), twice over (the second compiles hit the cache).
+    times = {True: [], False: []}
+    for _ in range(2):
+        for rng in (True, False):
+            model = compiled(copy.deepcopy(net), rng)
+            for _ in range(2):  # compile and warm up
+                common.edm_loss(model, x).mean().backward()
+            for _ in range(args.time_steps):
+                t0 = time.perf_counter()
+                common.edm_loss(model, x).mean().backward()
+                times[rng].append(time.perf_counter() - t0)
+    for rng in (True, False):
+        print(f'compiled step, COMPILE_EAGER_RNG={rng}: best {1000 * min(times[rng]):.1f} ms, median '
+              f'{1000 * sorted(times[rng])[len(times[rng]) // 2]:.1f} ms over {len(times[rng])} steps')
 
 if __name__ == '__main__':
     main()

@@ -1,0 +1,53 @@
+"""Did pinning GroupNorm to the autocast dtype change anything on CPU? CPU's autocast already ran group_norm on bf16
+inputs in bf16, so the `--check-precision` cosines measured there should hold for the new code exactly. This runs
+one EDM loss forward + backward under CPU bf16 autocast with GroupNorm as it is now and as it was before
+2026-11-28 (F.group_norm with the weights cast to the input's dtype, autocast deciding), same weights, same seed,
+and compares the loss and every gradient.
+
+    python results/group_norm_check.py [--presets tiny small] [--batch 4]   (CPU, ~10 s)
+"""
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import common  # noqa: E402
+
+
+def previous_forward(self, x):
+    return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
+
+
+def loss_and_grad(net, x, forward):
+    saved = common.GroupNorm.forward
+    common.GroupNorm.forward = forward
+    try:
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = common.edm_loss(net, x).mean()
+        loss.backward()
+    finally:
+        common.GroupNorm.forward = saved
+    return loss.item(), torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--presets', nargs='+', default=['tiny', 'small'])
+    p.add_argument('--batch', type=int, default=4)
+    args = p.parse_args()
+    for preset in args.presets:
+        torch.manual_seed(0)
+        net = common.build_net(preset, 32, 3, 0, 0.0)
+        x = torch.rand(args.batch, 3, 32, 32) * 2 - 1
+        (l_old, g_old), (l_new, g_new) = (loss_and_grad(net, x, f) for f in (previous_forward, common.GroupNorm.forward))
+        print(f'{preset}: loss {l_old:.6f} before, {l_new:.6f} now; gradients bit-identical: {torch.equal(g_old, g_new)} '
+              f'(largest difference {(g_old - g_new).abs().max().item():.3g})')
+
+
+if __name__ == '__main__':
+    main()
