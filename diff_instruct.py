@@ -123,10 +123,12 @@ def set_dropout(net, p):
 # ------------------------------------------------------------------------------------------------------
 
 def wrap_nets(G, fake, teacher, args, device, world):
-    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets."""
-    fake_c, teacher_c = common.maybe_compile(fake, args.compile), common.maybe_compile(teacher, args.compile)
-    return (G, common.ddp_wrap(common.maybe_compile(G, args.compile), device, world),
-            fake, fake_c, common.ddp_wrap(fake_c, device, world), teacher, teacher_c)
+    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets. The generator
+    comes twice: as it is compiled, for the fake-score step's samples (no gradients, nothing to all-reduce), and
+    inside DDP for the generator step."""
+    G_c, fake_c, teacher_c = (common.maybe_compile(net, args.compile) for net in (G, fake, teacher))
+    return (G_c, common.ddp_wrap(G_c, device, world), fake, fake_c, common.ddp_wrap(fake_c, device, world),
+            teacher, teacher_c)
 
 
 def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device, pipe=None):

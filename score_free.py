@@ -384,14 +384,14 @@ def verified_sampler(G, cls, sigma_init, device, k, sigma=0.1, rule='resample'):
 # ------------------------------------------------------------------------------------------------------
 
 def wrap_nets(G, cls, args, device, world):
-    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets. The gradient
-    penalty differentiates the classifier twice, which compiled graphs do not support ('torch.compile with
-    aot_autograd does not currently support double backward'), so with it the classifier step runs the eager
-    classifier; the generator step (one derivative) still runs the compiled one."""
-    cls_c = common.maybe_compile(cls, args.compile)
+    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets. The generator
+    comes twice: as it is compiled, for the samples drawn without gradients (nothing to all-reduce), and inside DDP
+    for the generator step. The gradient penalty differentiates the classifier twice, which compiled graphs do
+    not support ('torch.compile with aot_autograd does not currently support double backward'), so with it the
+    classifier step runs the eager classifier; the generator step (one derivative) still runs the compiled one."""
+    G_c, cls_c = common.maybe_compile(G, args.compile), common.maybe_compile(cls, args.compile)
     cls_step = cls if args.cls_grad_penalty > 0 else cls_c
-    return (G, common.ddp_wrap(common.maybe_compile(G, args.compile), device, world),
-            cls, cls_c, common.ddp_wrap(cls_step, device, world))
+    return G_c, common.ddp_wrap(G_c, device, world), cls, cls_c, common.ddp_wrap(cls_step, device, world)
 
 
 def iteration(args, nets, opts, scalers, autocast, reals, batch, device, train_G=True):

@@ -3,7 +3,9 @@
 #   1. teacher.py ten steps eager, compiled, and compiled with Inductor's own RNG (common.COMPILE_EAGER_RNG off):
 #      the logged losses side by side
 #   2. each trainer under torchrun with two processes and --compile 1 (two iterations, from the teacher of 1)
-#   bash results/compile_runs.sh   [DATA=../shared/data/cifar10-jpeg-test.zip WORK=runs/compile_runs]   (~7 min)
+#   3. Diff-Instruct and score-free, one process, five iterations eager and compiled (every forward pass compiled,
+#      the no-grad samples included): the logged losses side by side
+#   bash results/compile_runs.sh   [DATA=../shared/data/cifar10-jpeg-test.zip WORK=runs/compile_runs]   (~10 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg-test.zip}; WORK=${WORK:-runs/compile_runs}
@@ -33,3 +35,22 @@ run2() { OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_
 run2 teacher.py "${T[@]}" --preset tiny --outdir "$WORK/ddp_teacher"
 run2 diff_instruct.py "${T[@]}" --teacher "$TEACHER" --outdir "$WORK/ddp_di"
 run2 score_free.py "${T[@]}" --teacher "$TEACHER" --cls-warmup 1 --outdir "$WORK/ddp_sf"
+O=(--dataset "$DATA" --split test --batch 8 --tick-kimg 0.008 --grid 4 --device cpu --fid-ref none --total-kimg 0.04
+   --teacher "$TEACHER" --lr 1e-3)
+for script in diff_instruct score_free; do
+  extra=(); [ $script = score_free ] && extra=(--cls-warmup 1)
+  python $script.py "${O[@]}" "${extra[@]}" --outdir "$WORK/${script}_eager" > "$WORK/${script}_eager.txt" 2>&1
+  python $script.py "${O[@]}" "${extra[@]}" --compile 1 --outdir "$WORK/${script}_compiled" \
+    > "$WORK/${script}_compiled.txt" 2>&1
+done
+python - "$WORK" <<'PY'
+import json, sys
+for script, keys in (('diff_instruct', ('loss_fake', 'loss_G')), ('score_free', ('loss_cls', 'loss_G'))):
+    runs = [[json.loads(l) for l in open(f'{sys.argv[1]}/{script}_{kind}/log.jsonl') if '"loss_G"' in l]
+            for kind in ('eager', 'compiled')]
+    for k in keys:
+        a, b = ([r[k] for r in run] for run in runs)
+        gap = max(abs(y - x) / max(abs(x), 1e-12) for x, y in zip(a, b))
+        print(f'{script} {k} eager / compiled:', ' '.join(f'{x:.5g}/{y:.5g}' for x, y in zip(a, b)),
+              f' largest relative difference {gap:.2e}')
+PY

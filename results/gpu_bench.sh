@@ -12,6 +12,8 @@
 # and the one-step FID-50k were measured; the compiled teacher did not finish compiling in the 147 s left, and the
 # fp32 teacher made no step in 120 s. Changed since: group_norm runs in bf16 under autocast (it ran in float32 and
 # kept float32 activations: expect ~33 instead of 54 GiB for the teacher at 512), --compile keeps eager's RNG.
+# The FID statistics stay on the GPU (float64 sums there, no host round trip per batch; the first lease's
+# one-step FID-50k spent 7 min 17 s of CPU time in its 64 s).
 # So the stages now run in this order (STAGES picks and orders them):
 # compile  teacher bf16 + torch.compile, edm, batch 512 (target 2500 img/s), given the time it needs first
 # eager    Diff-Instruct vs score-free (2 classifier steps), edm, batch 128, bf16 eager: time and peak memory

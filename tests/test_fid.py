@@ -158,6 +158,31 @@ def test_streamed_statistics_equal_numpy_cov():
         one.mean_cov()
 
 
+def test_statistics_stay_on_the_device_until_the_end(tiny_detector):
+    """No host read (.cpu(), .numpy(), .item(), …) per batch: on a GPU each one waits for the queued batches and
+    leaves the GPU idle while the host works. Counted with a TorchFunctionMode, which sees every tensor method."""
+    from torch.overrides import TorchFunctionMode
+    host_reads = {'cpu', 'numpy', 'item', 'tolist', '__array__', '__bool__', '__float__', '__int__', '__index__'}
+
+    class Reads(TorchFunctionMode):
+        seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, '__name__', '') in host_reads:
+                self.seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+    detector = fid.get_detector(tiny_detector, torch.device('cpu'))
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    with Reads():
+        stats = fid.stats_from_batches(fid.image_batches(images, 5), detector, 'tf', 'cpu')
+    assert Reads.seen == [] and stats.n == 12 and stats.sum.dtype == torch.float64
+    # and the statistics are the float64 mean and covariance of the features
+    f = fid.features(detector, images).double().numpy()
+    mu, sigma = stats.mean_cov()
+    np.testing.assert_allclose(mu, f.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(f, rowvar=False), rtol=1e-10, atol=1e-12)
+
+
 def random_cov(d, seed, rank=None):
     a = np.random.default_rng(seed).normal(size=(d, rank or d))
     return a @ a.T / d
@@ -352,3 +377,35 @@ def test_cpu_chunking_keeps_every_feature_in_order(tiny_detector, monkeypatch):
     whole = fid.features(det, images, device='cpu')
     assert fid.CPU_CHUNK != 16 and chunked.shape == whole.shape == (37, 6)
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-6)
+
+
+def _fid_worker(rank, world, port, detector_path, images, ref, out):
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    common.init_distributed('cpu')
+    value = fid.fid_in_loop(lambda seeds: images[seeds], len(images), ref, torch.device('cpu'), detector_path,
+                            rank, world, batch=3)
+    torch.save(value, f'{out}.{rank}')
+    torch.distributed.destroy_process_group()
+
+
+def test_in_loop_fid_over_two_processes_equals_one(tmp_path, tiny_detector):
+    """Under torchrun each rank measures seeds rank::world and the float64 sums are all-reduced: every rank gets the
+    FID of all the images, as one process would (a missing reduction gives each rank its half's FID)."""
+    import socket
+    import torch.multiprocessing as mp
+    images = torch.randint(0, 256, (11, 3, 32, 32), dtype=torch.uint8)
+    detector = fid.get_detector(tiny_detector, torch.device('cpu'))
+    ref_stats = fid.stats_from_batches(fid.image_batches(torch.randint(0, 200, (9, 3, 32, 32), dtype=torch.uint8), 4),
+                                       detector, 'tf', 'cpu')
+    ref = str(tmp_path / 'ref.npz')
+    fid.save_stats(ref, *ref_stats.mean_cov(), 'tf', ref_stats.n)
+    one = fid.fid_in_loop(lambda seeds: images[seeds], 11, ref, torch.device('cpu'), tiny_detector, batch=3)
+    half = fid.fid_in_loop(lambda seeds: images[seeds], 11, ref, torch.device('cpu'), tiny_detector, 0, 2, batch=3)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / 'fid')
+    mp.spawn(_fid_worker, args=(2, port, tiny_detector, images, ref, out), nprocs=2, join=True)
+    values = [torch.load(f'{out}.{r}') for r in range(2)]
+    assert abs(half - one) > 1e-3 * one  # the check below can tell a missing reduction
+    assert values == pytest.approx([one, one], rel=1e-9)

@@ -715,3 +715,45 @@ def test_compile_leaves_the_penalised_classifier_step_eager(penalty):
         _, G_train, cls_plain, cls_c, cls_train = score_free.wrap_nets(G, cls, args, torch.device('cpu'), 1)
     assert cls_plain is cls and G_train._orig_mod is G and cls_c._orig_mod is cls
     assert (cls_train is cls) if penalty > 0 else (cls_train is cls_c)
+
+
+@pytest.mark.parametrize('script', ['score_free', 'diff_instruct'])
+def test_compile_serves_the_no_grad_samples_too(script, monkeypatch):
+    """With --compile 1 the samples drawn without gradients (score-free's fresh batch for its second classifier
+    step, Diff-Instruct's fake-score step) go through the compiled generator as well, not the eager one. Compiling
+    is stood in for by a module that records each call's grad mode (compiling costs a minute on this CPU)."""
+    class Compiled(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.grad_modes = net, []
+
+        def forward(self, *args, **kwargs):
+            self.grad_modes.append(torch.is_grad_enabled())
+            return self.net(*args, **kwargs)
+
+        def __getattr__(self, name):  # as torch.compile's wrapper: the network's attributes show through
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.net, name)
+    monkeypatch.setattr(common, 'maybe_compile', lambda net, enabled: Compiled(net) if enabled else net)
+    device, cpu = torch.device('cpu'), ['--device', 'cpu', '--compile', '1']
+    teacher = common.build_net('tiny', 32, 3, 0, 0.13).eval().requires_grad_(False)
+    calls = []  # every forward of the generator, through the stand-in or not
+    if script == 'score_free':
+        args = score_free.parse_args(cpu)  # the default: two classifier steps, the second on fresh samples
+        G, _, cls, opts = score_free.build_nets(teacher, args, device)
+        G.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+        nets = score_free.wrap_nets(G, cls, args, device, 1)
+        reals = iter(lambda: (torch.rand(2, 3, 32, 32) * 2 - 1, None), None)
+        score_free.iteration(args, nets, opts, [None, None], contextlib.nullcontext, reals, 2, device)
+    else:
+        args = diff_instruct.parse_args(cpu + ['--teacher', 'unused'])
+        G, fake = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher).requires_grad_(True)
+        G.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+        opts = [common.make_adam(n.parameters(), args.lr, args.betas, args.eps, device) for n in (G, fake)]
+        nets = diff_instruct.wrap_nets(G, fake, teacher, args, device, 1)
+        diff_instruct.iteration(args, nets, opts, [None, None], contextlib.nullcontext, 2, 0, device)
+    assert isinstance(nets[0], Compiled) and nets[0].net is G and nets[1] is nets[0]
+    assert sorted(calls) == [False, True]  # one sampling pass without gradients, one generator step
+    assert nets[0].grad_modes == calls  # ... both through the compiled generator
