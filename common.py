@@ -928,13 +928,13 @@ class BatchSampler:
     def __next__(self):
         idx = torch.randint(len(self.data), (self.batch,), generator=self.gen)
         flip = torch.rand(self.batch, generator=self.gen) < 0.5 if self.xflip else None
-        x = self.images[self.to_images(idx)].to(self.device).to(torch.float32) / 127.5 - 1
+        x = self.images[self.async_to_device(idx)].to(self.device).to(torch.float32) / 127.5 - 1
         if flip is not None:
-            x = torch.where(self.to_images(flip)[:, None, None, None], x.flip(3), x)
+            x = torch.where(self.async_to_device(flip)[:, None, None, None], x.flip(3), x)
         labels = self.data.one_hot(idx)
-        return x, (labels.to(self.device) if labels is not None else None)
+        return x, (self.async_to_device(labels) if labels is not None else None)
 
-    def to_images(self, t):
+    def async_to_device(self, t):
         """Host → GPU without a sync: from pinned memory, asynchronously (the CPU stream stays reproducible)."""
         if self.images.device.type != 'cuda':
             return t

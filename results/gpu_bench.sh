@@ -19,7 +19,8 @@
 # eager    Diff-Instruct vs score-free (2 classifier steps), edm, batch 128, bf16 eager: time and peak memory
 #          (targets ≤ 0.6x, ≤ 0.7x; the classifier step now runs its two sides one after the other)
 # probe    results/gpu_fp32_probe.py: the fp32 step by layout and cuDNN autotuner, to find the fp32 stall;
-#          teacher.py --check-precision with the GPU's bf16 kernels (steps 0, 1, 10)
+#          teacher.py --check-precision with the GPU's bf16 kernels (steps 0, 1, 10); results/gpu_sync_check.py:
+#          host syncs per step (trainers, data sampler, FID statistics)
 # curves   the first 20 teacher steps on real images (CIFAR-10 test split), fp32 (TF32 off, EDM's default) and bf16
 #          autocast, same seed, lr 1e-3 from the first step; then one Diff-Instruct iteration from the bf16 teacher
 #          and two score-free ones (their training loops on CUDA)
@@ -46,7 +47,7 @@ run() {
   local t0=$SECONDS
   timeout "$t" "$@" > "$RUNS/last.txt" 2>&1; local rc=$?
   cat "$RUNS/last.txt" >> "$FULL"
-  grep -E '^bench|^fid|^FID|^wrote|^check-precision|rror|Traceback|first step|no 3 steps' "$RUNS/last.txt" | tee -a "$LOG"
+  grep -E '^bench|^fid|^FID|^wrote|^check-precision|^sync check|rror|Traceback|first step|no 3 steps' "$RUNS/last.txt" | tee -a "$LOG"
   echo "  [exit $rc, $(( SECONDS - t0 )) s wall]" | tee -a "$LOG"
 }
 { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "device $DEVICE"
@@ -67,6 +68,8 @@ stage_probe() {
   # the README's bf16 cosines were measured on CPU; this is the same check with the GPU's bf16 kernels
   run 90 python teacher.py --check-precision --dataset "$DATA" --split test --preset "$PRESET" --batch 64 \
     --device "$DEVICE" --check-steps 0,1,10
+  # host syncs per step of each trainer's iteration, the data sampler and the FID statistics (should be none)
+  run 90 python results/gpu_sync_check.py --data "$DATA" --inception "$INC" --preset "$PRESET" --device "$DEVICE"
 }
 stage_curves() {
   run 60 python teacher.py "${T[@]}" --precision bf16 --outdir "$RUNS/teacher_bf16"
