@@ -2,8 +2,8 @@
 the host wait for the GPU (.item(), a blocking copy, a data-dependent shape, ...) is recorded with the line of our
 code that made it. Counted, after two warm-up steps, over two steps of each trainer's --bench iteration (the real
 iteration on random data: teacher, Diff-Instruct, score-free), over two batches of the data sampler (labels and
-x-flips, CIFAR-10), and over two batches of FID statistics from a one-step generator. One device call, part of
-results/gpu_bench.sh's probe stage; on CPU it runs the same code and counts nothing (a dry run).
+x-flips, CIFAR-10), over EDM's Heun sampler, and over two batches of FID statistics from a one-step generator.
+One device call, part of results/gpu_bench.sh's probe stage; on CPU it runs the same code and counts nothing.
   python results/gpu_sync_check.py --data .carry/cifar10-jpeg-test.zip --inception .carry/inception_fp16.pth
 """
 import argparse
@@ -110,6 +110,13 @@ def main():
         for i in range(n):
             with torch.no_grad():
                 yield common.to_uint8(common.generate_one_step(G, torch.randn(args.batch, 3, 32, 32, device=device), 2.5))
+    z = torch.randn(args.batch, 3, 32, 32, device=device)
+    with torch.no_grad():
+        common.edm_sampler(common.net_denoiser(G), z, num_steps=3)
+        common.sync(device)
+        with SyncCounter() as c:
+            common.edm_sampler(common.net_denoiser(G), z, num_steps=3)
+    c.report(f'Heun sampler, 3 steps (batch {args.batch}), per network call', 5)
     fid.stats_from_batches(batches(1), detector, 'tf', device)
     common.sync(device)
     with SyncCounter() as c:  # the end of stats_from_batches syncs once, to time the whole
