@@ -18,7 +18,8 @@ import common  # noqa: E402
 
 def profile_step(name, step, args, device, flops_per_image, params):
     """Stands in for common.run_bench: the trainer's own bench() builds the iteration, this profiles it."""
-    step(), step()
+    for _ in range(2):  # warm-up
+        step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15))
