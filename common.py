@@ -1,19 +1,17 @@
-"""The small shared core of the project; every training script imports it.
+"""The small shared core of the project; every script imports it.
 
-Contents, in reading order:
-  1. the network: EDM's DDPM++ U-Net ("SongUNet") and EDM's preconditioning, parameter-compatible with
-     the official EDM checkpoints (same module names, shapes and forward function);
-  2. EDM's training loss, EDM's Heun sampler, per-seed latents and the one-step generator G(z);
-  3. runtime: device / DDP set-up, mixed precision, EMA, optimizer, FLOP counting;
-  4. data: CIFAR-10 (official archive, md5-checked, unpickled with an allow-list), image folders / zips,
-     Fashion-MNIST idx files, and the in-memory batch sampler;
-  5. checkpoints (atomic, config-checked), RNG state, image grids and the progress log;
-  6. what the one-step trainers share: teacher checks, one-step sampling for FID, snapshots, runtime flags.
+  1. the network: EDM's DDPM++ U-Net ("SongUNet") and EDM's preconditioning, parameter-compatible with the
+     official EDM checkpoints (same module names, shapes and forward function);
+  2. EDM's loss and Heun sampler, per-seed latents and the one-step generator G(z);
+  3. runtime: devices and DDP, mixed precision, Adam, EMA, torch.compile;
+  4. data: CIFAR-10 (official archive, md5-checked), folders and zips of images, Fashion-MNIST, downloads, the
+     in-memory batch sampler and EDM's augmentation;
+  5. checkpoints, grids, the progress log and the flags every trainer shares.
 
-References: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM),
-and its code (NVlabs/edm, training/networks.py, training/loss.py, generate.py). Written from the paper and
-../shared/spec/edm-songunet.md, not copied.
+References: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM), and
+its code (NVlabs/edm). Written from the paper and ../shared/spec/edm-songunet.md, not copied.
 """
+import argparse
 import contextlib
 import gc
 import gzip
@@ -95,10 +93,8 @@ class GroupNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x):
-        # Under autocast, in the autocast dtype (statistics still accumulate in float32 inside the kernel), as EDM's
-        # fp16 network normalises in fp16. CUDA's autocast would run group_norm in float32 and keep float32 copies
-        # of its input and output for the backward: 1.7x the activation memory of the bf16 edm net (114.5 vs 65.7 MiB
-        # per image, results/activation_memory.py --bf16); CPU's autocast already left bf16 inputs in bf16.
+        # In the autocast dtype, as EDM's fp16 network normalises in fp16: CUDA's autocast would run it in float32
+        # and keep float32 copies of its input and output for the backward (1.7x the activation memory)
         if torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
             with torch.autocast(x.device.type, enabled=False):
@@ -376,14 +372,30 @@ def seeded_labels(seeds, label_dim, device):
     return F.one_hot(torch.tensor(idx), label_dim).float().to(device)
 
 
+def random_labels(batch, num_classes, device):
+    return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
+                                                  num_classes).float()
+
+
 def generate_one_step(G, z, sigma_init, class_labels=None):
     """The one-step generator of Diff-Instruct and the score-free family: G(z) = D_θ(σ_init·z; σ_init)."""
     sigma = torch.full([z.shape[0]], float(sigma_init), device=z.device)
     return G(sigma_init * z, sigma, class_labels)
 
 
+def one_step_sampler(G, sigma_init, device):
+    """sample(seeds) -> uint8 images of the one-step generator, per-seed latents and labels (grids, FID)."""
+    shape = [G.img_channels, G.img_resolution, G.img_resolution]
+
+    @torch.no_grad()
+    def sample(seeds):
+        z = seeded_latents(seeds, shape, device)
+        return to_uint8(generate_one_step(G, z, sigma_init, seeded_labels(seeds, G.label_dim, device)))
+    return sample
+
+
 # ------------------------------------------------------------------------------------------------------
-# 3. Runtime: devices, DDP, precision, EMA, optimizer, FLOPs
+# 3. Runtime: devices, DDP, precision, optimizer, EMA, compile
 # ------------------------------------------------------------------------------------------------------
 
 def init_distributed(device_flag='auto'):
@@ -397,10 +409,9 @@ def init_distributed(device_flag='auto'):
     rank = int(os.environ.get('RANK', '0'))
     if world_size > 1:
         local_rank = int(os.environ.get('LOCAL_RANK', '0'))
-        backend = 'nccl' if device_flag == 'cuda' else 'gloo'
         if device_flag == 'cuda':
             torch.cuda.set_device(local_rank)
-        torch.distributed.init_process_group(backend=backend)
+        torch.distributed.init_process_group(backend='nccl' if device_flag == 'cuda' else 'gloo')
         device = torch.device('cuda', local_rank) if device_flag == 'cuda' else torch.device('cpu')
     else:
         device = torch.device('cuda', torch.cuda.current_device()) if device_flag == 'cuda' else torch.device('cpu')
@@ -422,64 +433,55 @@ def all_reduce_mean(x, world_size):
     return x
 
 
-def setup_precision(device, precision, tf32):
-    """Returns (autocast context factory, GradScaler or None). bf16 autocast is the default on CUDA; fp16
-    gets a gradient scaler; on CPU everything runs in fp32 (autocast on CPU is slow and not what we test)."""
-    if precision not in ('bf16', 'fp16', 'fp32'):
-        raise ValueError(f'--precision must be bf16, fp16 or fp32, not {precision!r}')
-    if device.type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
-        torch.backends.cudnn.allow_tf32 = bool(tf32)
-        torch.backends.cudnn.benchmark = True
-    if device.type != 'cuda' or precision == 'fp32':
-        return contextlib.nullcontext, None
-    scaler = torch.amp.GradScaler('cuda') if precision == 'fp16' else None
-    return autocast_factory('cuda', precision), scaler
+class Precision:
+    """What the training passes run in: `with amp.autocast():` (bf16 or fp16 autocast on CUDA, nothing on CPU, where
+    autocast is slow and not what we test) and a GradScaler that is a pass-through unless fp16. TF32 stays off, as
+    in EDM's and Diff-Instruct's fp32 code."""
 
+    def __init__(self, device, precision):
+        if precision not in ('bf16', 'fp16', 'fp32'):
+            raise ValueError(f'--precision must be bf16, fp16 or fp32, not {precision!r}')
+        cuda = device.type == 'cuda'
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+        self.device_type = device.type
+        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision) if cuda else None
+        self.name = f'{precision} autocast' if self.dtype else 'fp32'
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
-def autocast_factory(device_type, precision):
-    """A no-argument factory of the autocast context of a precision (fp32: none). Also used on CPU by
-    --check-precision, which measures what bf16/fp16 would do to an update."""
-    if precision == 'fp32':
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
-    return lambda: torch.autocast(device_type, dtype=dtype)
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def backward(self, loss):
+        self.scaler.scale(loss).backward()
+
+    def step(self, optimizer):
+        """EDM's safety net first (NaN/Inf gradients become 0/±1e5), after the fp16 scaler has unscaled them."""
+        optimizer_step(optimizer, [p for g in optimizer.param_groups for p in g['params']], self.scaler)
 
 
 @contextlib.contextmanager
 def full_precision(device_type):
     """float32 inside (no autocast, no TF32), whatever the surrounding code runs in."""
-    with torch.autocast(device_type, enabled=False), exact_fp32():
-        yield
-
-
-@contextlib.contextmanager
-def exact_fp32():
-    """TF32 off (matmuls and cuDNN convolutions) inside, the previous setting restored after: for what is defined
-    in float32, such as FID features, in scripts that allow TF32 elsewhere."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        yield
+        with torch.autocast(device_type, enabled=False):
+            yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def precision_name(device, precision):
-    """What the training passes run in, for the start-up line (on CPU always fp32: autocast is not used there)."""
-    return 'fp32' if device.type != 'cuda' or precision == 'fp32' else f'{precision} autocast'
-
-
 def make_adam(params, lr, betas, eps=1e-8, device=None):
     """Adam, fused on CUDA (one kernel for all parameters)."""
-    fused = device is not None and device.type == 'cuda'
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=device is not None and device.type == 'cuda')
 
 
 @torch.no_grad()
 def nan_to_num_grads(params, posinf=1e5):
-    """Every gradient's NaN → 0 and ±Inf → ±posinf, as EDM's per-parameter torch.nan_to_num, in three kernels per
-    dtype instead of one per tensor (~400 on the edm net): concatenate, fix, copy back (torch has no foreach form)."""
+    """Every gradient's NaN → 0 and ±Inf → ±posinf, as EDM's per-parameter torch.nan_to_num, in a few kernels per
+    dtype instead of one per tensor: concatenate, fix, copy back (torch has no foreach form)."""
     groups = {}
     for p in params:
         if p.grad is not None:
@@ -504,188 +506,27 @@ def optimizer_step(optimizer, params, scaler=None):
 def ema_beta(cur_nimg, batch_size, halflife_kimg=500, rampup_ratio=0.05):
     """EDM's EMA decay per step: half-life in images, capped to rampup_ratio × images seen so far."""
     halflife_nimg = halflife_kimg * 1000
-    if rampup_ratio is not None and rampup_ratio > 0:
+    if rampup_ratio:
         halflife_nimg = min(halflife_nimg, cur_nimg * rampup_ratio)
     return 0.5 ** (batch_size / max(halflife_nimg, 1e-8))
 
 
 @torch.no_grad()
 def ema_update(ema, net, beta):
-    """ema ← beta·ema + (1 − beta)·net, all parameters in one multi-tensor lerp (a few kernels instead of one
-    per tensor, provided ema and net share each tensor's memory layout: copy the EMA after to_device); buffers
-    are copied."""
+    """ema ← beta·ema + (1 − beta)·net in one multi-tensor lerp (ema must share net's memory layout: copy it after
+    to_device); buffers are copied."""
     torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1 - beta)
     for b_ema, b_net in zip(ema.buffers(), net.buffers()):
         b_ema.copy_(b_net)
 
 
-def check_precision(name, precision, gradient, train_step, checkpoints=(0, 1, 10, 100)):
-    """--check-precision: does the chosen mixed precision keep the direction of the generator's update? Along a
-    short fp32 run (train_step() = one fp32 iteration), at each checkpoint: the cosine between the generator
-    gradient of one fixed batch computed in `precision` and in fp32 with TF32 off. gradient(mixed) returns that
-    flattened gradient (mixed: under autocast, else in full precision) with the same randomness every call."""
-    results = []
-    for step in range(max(checkpoints) + 1):
-        if step in checkpoints:
-            ref, low = gradient(False), gradient(True)
-            if ref.norm() == 0:
-                cos, ratio = float('nan'), float('inf') if low.norm() > 0 else float('nan')
-            else:
-                cos = F.cosine_similarity(low.double(), ref.double(), dim=0).item()
-                ratio = (low.norm() / ref.norm()).item()
-            results.append((step, cos, ratio))
-            print(f'check-precision {name}: step {step:3d}  cosine({precision}, fp32) {cos:.4f}  '
-                  f'|g_{precision}| / |g_fp32| {ratio:.3f}', flush=True)
-        if step < max(checkpoints):
-            train_step()
-    return results
-
-
-def fixed_generator_batch(G, batch, P_mean, P_std, device, seed=1):
-    """z, noise, σ (EDM's log-normal) and labels of one fixed batch of the one-step generator (--check-precision)."""
-    gen = torch.Generator(device).manual_seed(seed)
-    shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
-    z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
-    sigma = (torch.randn([batch, 1, 1, 1], generator=gen, device=device) * P_std + P_mean).exp()
-    return z, noise, sigma, random_labels(batch, G.label_dim, device)
-
-
-def seeded_gradient(params, device, loss_fn, seed=2):
-    """The gradient of loss_fn() w.r.t. params as one vector, the RNG reset first (the same dropout masks and
-    noise every call) and restored after."""
-    params = list(params)
-    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-        torch.manual_seed(seed)
-        for p in params:
-            p.grad = None
-        loss_fn().backward()
-    return flat_grad(params)
-
-
-def flat_params(net):
-    """All parameters of a network as one detached float32 vector (a copy)."""
-    return torch.cat([p.detach().flatten().float() for p in net.parameters()])
-
-
-def flat_grad(params):
-    """All parameter gradients as one float32 vector (zeros where a parameter got none)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().float() for p in params])
-
-
-def count_flops(fn):
-    """Floating-point operations of one call of fn() (forward only; a multiply-add counts as 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-# Dense bf16 tensor-core peaks from NVIDIA's datasheets (TFLOP/s), for MFU; override with --peak-tflops.
-PEAK_TFLOPS = {'H200': 989.4, 'H100': 989.4, 'A100': 312.0, 'L40S': 362.0, 'A10G': 125.0, 'RTX 4090': 165.2}
-
-
-def peak_tflops(device, override=None):
-    if override:
-        return override
-    if device.type != 'cuda':
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-
-
-def peak_memory_gb(device):
-    """Peak memory in GiB (2^30 bytes): on CUDA what the caching allocator handed out, on CPU the peak RSS."""
-    if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    try:  # CPU: the process's peak resident set size
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    except ImportError:
-        return float('nan')
-
-
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def matmul_roof(device, n=2048, reps=5):
-    """The device's measured fp32 matrix-multiply rate (FLOP/s, TF32 off; the best of a few n³ products): the
-    practical ceiling of a network that is all convolutions, such as Inception. Measured, not looked up. On CPU
-    the product is timed twice, as torch.matmul (MKL) and as a 1×1 convolution in channels_last (oneDNN, which
-    runs every convolution here), and the better rate kept: on AMD cores MKL takes its AVX2 path while oneDNN
-    uses AVX-512 (2026-11-28, 2-core AMD EPYC VM: 208 vs 421 GFLOP/s), and with MKL's figure alone the FID
-    features ran at 166 % of the 'ceiling'."""
-    def best_time(product):
-        product()  # warm-up
-        best = float('inf')
-        for _ in range(reps):
-            sync(device)
-            t0 = time.perf_counter()
-            product()
-            sync(device)
-            best = min(best, time.perf_counter() - t0)
-        return best
-
-    with exact_fp32():
-        a, b = torch.randn(2, n, n, device=device).unbind(0)
-        best = best_time(lambda: a @ b)
-        if device.type == 'cpu':  # the same n³ product: n output channels × n input channels × n pixels
-            x = torch.randn(1, n, n // 64, 64).contiguous(memory_format=torch.channels_last)
-            w = torch.randn(n, n, 1, 1)
-            best = min(best, best_time(lambda: F.conv2d(x, w)))
-    return 2 * n ** 3 / best
-
-
-def run_bench(name, step, args, device, flops_per_image, params):
-    """Time step() (one full training iteration on args.batch images): img/s, ms/step, peak memory, MFU.
-    flops_per_image counts forward + backward of everything step() computes, for model FLOPs utilisation."""
-    for _ in range(10 if args.compile else 3):  # warm-up (compilation, cuDNN autotuning, allocator)
-        step()
-    sync(device)
-    # CPU: the matmul rate is measured before and after the timed steps and the better one kept; a shared VM's
-    # speed drifts, and one reading taken in a slow moment put the MFU above 100 % (123 %, 2026-11-28)
-    roof = matmul_roof(device) if device.type == 'cpu' else None
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(args.bench_steps):
-        step()
-    sync(device)
-    dt = (time.perf_counter() - t0) / args.bench_steps
-    ips = args.batch / dt
-    peak = peak_tflops(device)  # datasheet dense bf16 peak of known GPUs
-    if peak:
-        mfu = f'{100 * ips * flops_per_image / (peak * 1e12):.1f}% of {peak:g} TFLOP/s'
-    elif device.type == 'cpu':  # no datasheet figure: the measured fp32 matmul rate is the practical ceiling
-        roof = max(roof, matmul_roof(device))
-        mfu = f'{100 * ips * flops_per_image / roof:.0f}% of the measured fp32 matmul rate ({roof / 1e9:.0f} GFLOP/s)'
-    else:
-        mfu = 'n/a (add this GPU to common.PEAK_TFLOPS)'
-    dev = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
-    precision = args.precision if device.type == 'cuda' else 'fp32'
-    print(f'bench {name}: preset {args.preset}  params {params / 1e6:.2f}M  batch {args.batch}  precision '
-          f'{precision}  compile {args.compile}  device {dev}')
-    print(f'bench {name}: {ips:.1f} img/s  {1000 * dt:.1f} ms/step  peak mem {peak_memory_gb(device):.2f} GiB  '
-          f'{flops_per_image / 1e9:.2f} GFLOP/img  MFU {mfu}')
-
-
-# torch.compile keeps eager's random numbers: Inductor would otherwise draw dropout masks with its own generator,
-# so a compiled run would train on other masks and leave the RNG stream elsewhere than an eager one (a resume with
-# the other --compile setting would then not continue the same run). With it, a compiled step equals an eager one
-# up to float rounding (CPU, 2026-11-28): tiny preset, dropout 0.13, gradients 1.1e-6 apart and the same RNG state
-# after, against 6.7e-6 apart, 12 % of the (tiny) gradient entries' signs flipped and the RNG state moved without
-# it; compiled step 78.6 ms with it, 77.5 without (best of 20; `python results/compile_check.py`). teacher.py on the
-# CIFAR-10 test split, 10 steps: losses equal to 2.7e-7, against up to 7.5 % apart from the second step without it
-# (`bash results/compile_runs.sh`). Its cost on a GPU is not measured yet.
-COMPILE_EAGER_RNG = True
-
-
 def maybe_compile(net, enabled):
-    """torch.compile(net) when enabled (one graph per network: no graph breaks, σ is a tensor input)."""
+    """torch.compile(net) when enabled (one graph per network: σ is a tensor input). Dropout masks come from
+    PyTorch's generator, as in eager mode, so a compiled run is the eager run up to float rounding and resumes
+    with either setting."""
     if not enabled:
         return net
-    torch._inductor.config.fallback_random = COMPILE_EAGER_RNG
+    torch._inductor.config.fallback_random = True
     return torch.compile(net)
 
 
@@ -695,13 +536,25 @@ def to_device(net, device):
     return net.to(memory_format=torch.channels_last) if device.type == 'cuda' else net
 
 
+def peak_memory_gb(device):
+    """Peak memory in GiB: on CUDA what the caching allocator handed out, on CPU the process's peak RSS."""
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
 # ------------------------------------------------------------------------------------------------------
 # 4. Data: images as one uint8 tensor [N, C, H, W] in memory, labels as int64 [N] (or None)
 # ------------------------------------------------------------------------------------------------------
 
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
-CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 FASHION_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
                  'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 FASHION_DIRS = ['/usr/share/datasets/fashion-mnist']  # Debian's dataset-fashion-mnist package
@@ -740,8 +593,8 @@ def file_digest(path, algo='md5'):
 
 
 def download(url, path):
-    """Download to path atomically (a partial download never looks complete; the temporary name is unique per
-    process, so two machines sharing a file system never write into the same partial file)."""
+    """Download to path atomically: a partial download never looks complete, and its temporary name is unique per
+    process (machines sharing a file system never write into the same partial file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f'{path}.part{os.getpid()}'
     print(f'downloading {url} -> {path}', file=sys.stderr)
@@ -756,9 +609,8 @@ def download(url, path):
 
 
 def on_local_rank0(fn):
-    """Run fn() on one process per machine (LOCAL_RANK 0: downloads, imports into the cache) while the other
-    processes wait. An error there is raised on every process as one line, so none waits for a file that
-    will not come. Without torchrun this is just fn()."""
+    """Run fn() on one process per machine (LOCAL_RANK 0: downloads, imports into the cache) while the others wait.
+    An error there is raised on every process as one line, so none waits for a file that will not come."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return fn()
     error = None
@@ -775,8 +627,8 @@ def on_local_rank0(fn):
 
 
 def fetch(url, path, what, offline, allow_download=True, check=None):
-    """Make sure `path` exists, downloading `url` once per machine if needed; check(path) may refuse the
-    download (corrupt file). Every failure is one line: what was missing, from where, and the offline route."""
+    """Make sure `path` exists, downloading `url` once per machine if needed; check(path) may refuse the download
+    (corrupt file). Every failure is one line: what was missing, from where, and the offline route."""
     def get():
         if os.path.isfile(path):
             return
@@ -805,12 +657,16 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f'refusing to unpickle global {module}.{name}')
 
 
+def cifar10_archive(data_dir, allow_download=True):
+    return fetch(CIFAR10_URL, os.path.join(data_dir, 'cifar-10-python.tar.gz'), 'CIFAR-10',
+                 f'put the archive in {data_dir} (or pass --data-dir) and add --no-download, or pass a folder or '
+                 f'zip of images as --dataset PATH', allow_download)
+
+
 def load_cifar10(data_dir, split='train', allow_download=True):
     """The official python archive: 5 training batches (50 000) and one test batch (10 000), each a pickle of
     {'data': uint8 [N, 3072] in R-plane, G-plane, B-plane order, 'labels': [N]}."""
-    path = fetch(CIFAR10_URL, os.path.join(data_dir, 'cifar-10-python.tar.gz'), 'CIFAR-10', f'put the archive in {data_dir} '
-                 f'(or pass --data-dir) and add --no-download',
-                 allow_download)
+    path = cifar10_archive(data_dir, allow_download)
     md5 = file_digest(path, 'md5')
     if md5 != CIFAR10_MD5:
         raise ValueError(f'{path} has md5 {md5}, expected {CIFAR10_MD5}: the file is corrupt or not the '
@@ -838,8 +694,8 @@ def decode_image(data):
 
 
 def load_image_folder(path, split=None):
-    """A folder or .zip of images laid out as [<split>/]<class>/<name>.{png,jpg}. Classes are the sorted
-    folder names (labels); a flat folder has no labels. The zip's sha256 is recorded."""
+    """A folder or .zip of images laid out as [<split>/]<class>/<name>.{png,jpg}. Classes are the sorted folder
+    names (labels); a flat folder has no labels. The zip's sha256 is recorded."""
     if zipfile.is_zipfile(path):
         zf = zipfile.ZipFile(path)
         files = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTS))
@@ -848,20 +704,24 @@ def load_image_folder(path, split=None):
     elif os.path.isdir(path):
         files = sorted(os.path.relpath(os.path.join(r, f), path).replace(os.sep, '/')
                        for r, _, fs in os.walk(path) for f in fs if f.lower().endswith(IMAGE_EXTS))
-        read = lambda n: open(os.path.join(path, n), 'rb').read()
+        read = lambda n: open(os.path.join(path, n), 'rb').read()  # noqa: E731
         checksum = None
     else:
         raise FileNotFoundError(f'dataset path {path!r} is neither a folder nor a zip file')
+    prefix = ''
     if split is not None and any(f.startswith(split + '/') for f in files):
         files = [f[len(split) + 1:] for f in files if f.startswith(split + '/')]
         prefix = split + '/'
-    else:
-        prefix = ''
     if not files:
         raise ValueError(f'no images ({", ".join(IMAGE_EXTS)}) found in {path!r}')
     classes = sorted({f.split('/')[-2] for f in files if '/' in f})
     labelled = classes and all('/' in f for f in files)
-    images = [decode_image(read(prefix + f)) for f in files]
+    images = []
+    for f in files:
+        try:
+            images.append(decode_image(read(prefix + f)))
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f'{path}: {prefix + f} is not a readable image ({e}); remove or replace it') from None
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f'images in {path!r} have different shapes {sorted(shapes)[:4]}; resize them first')
@@ -872,8 +732,7 @@ def load_image_folder(path, split=None):
 
 def read_idx(path):
     """An MNIST-style idx file (optionally .gz): magic, dims as big-endian int32, then uint8 data."""
-    opener = gzip.open if path.endswith('.gz') else open
-    with opener(path, 'rb') as f:
+    with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
         data = f.read()
     zero, dtype, ndim = struct.unpack('>HBB', data[:4])
     if zero != 0 or dtype != 0x08:
@@ -916,9 +775,9 @@ def load_dataset(dataset, data_dir=DEFAULT_DATA_DIR, split='train', allow_downlo
 
 
 class BatchSampler:
-    """Random minibatches from an in-memory Dataset ('poor man's data loader'): indices from a seeded torch
-    Generator (its state goes in the checkpoint, so resume continues the same stream), optional x-flip,
-    scaled to [−1, 1]. Each DDP rank draws from its own stream."""
+    """Random minibatches from an in-memory Dataset ('poor man's data loader'): indices from a seeded Generator (its
+    state goes in the checkpoint, so resume continues the same stream), optional x-flip, scaled to [−1, 1]. Each DDP
+    rank draws from its own stream; on CUDA the images live on the GPU and indices travel without a host sync."""
 
     def __init__(self, data, batch, device, seed=0, rank=0, xflip=False):
         self.data, self.batch, self.device, self.xflip = data, batch, torch.device(device), xflip
@@ -928,24 +787,20 @@ class BatchSampler:
     def __next__(self):
         idx = torch.randint(len(self.data), (self.batch,), generator=self.gen)
         flip = torch.rand(self.batch, generator=self.gen) < 0.5 if self.xflip else None
-        x = self.images[self.async_to_device(idx)].to(self.device).to(torch.float32) / 127.5 - 1
+        x = self.images[self.to_device(idx)].to(self.device).to(torch.float32) / 127.5 - 1
         if flip is not None:
-            x = torch.where(self.async_to_device(flip)[:, None, None, None], x.flip(3), x)
+            x = torch.where(self.to_device(flip)[:, None, None, None], x.flip(3), x)
         labels = self.data.one_hot(idx)
-        return x, (self.async_to_device(labels) if labels is not None else None)
+        return x, (self.to_device(labels) if labels is not None else None)
 
-    def async_to_device(self, t):
-        """Host → GPU without a sync: from pinned memory, asynchronously (the CPU stream stays reproducible)."""
-        if self.images.device.type != 'cuda':
-            return t
-        return t.pin_memory().to(self.images.device, non_blocking=True)
+    def to_device(self, t):
+        return t if self.images.device.type != 'cuda' else t.pin_memory().to(self.images.device, non_blocking=True)
 
     def state_dict(self):
         return {'gen': self.gen.get_state()}
 
     def load_state_dict(self, state):
         self.gen.set_state(state['gen'])
-
 
 # Low-pass filter of the symlet-6 wavelet: the resampling filter of EDM's (and StyleGAN2-ADA's) augmentation.
 SYM6 = [0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633, 0.4910559419267466,
@@ -1051,13 +906,8 @@ class AugmentPipe:
         return images
 
 
-def random_labels(batch, num_classes, device):
-    return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
-                                                  num_classes).float()
-
-
 # ------------------------------------------------------------------------------------------------------
-# 5. Checkpoints, RNG state, grids, logging
+# 5. Checkpoints, grids, logging, the flags and the entry point every trainer shares
 # ------------------------------------------------------------------------------------------------------
 
 def save_checkpoint(path, state):
@@ -1086,10 +936,18 @@ def load_checkpoint(path, kind=None):
     return ckpt
 
 
-def check_resume_config(saved, current, keys, defaults=None):
-    """Refuse to resume a run whose settings differ in what makes it the same run. defaults: the value a key had
-    in checkpoints written before it existed."""
-    saved = {**(defaults or {}), **saved}
+# One-step training checkpoints carry their layout; those written before it resume at the commit that wrote them.
+FORMAT = 2
+
+
+def check_format(ckpt, path):
+    if ckpt.get('format') != FORMAT:
+        raise ValueError(f'{path!r} was written by an older layout of this code (checkpoint format {ckpt.get("format", 1)}, '
+                         f'this one reads {FORMAT}); resume it with that code: git checkout eb25876')
+
+
+def check_resume_config(saved, current, keys):
+    """Refuse to resume a run whose settings differ in what makes it the same run."""
     diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
     if diff:
         lines = ', '.join(f'{k}: checkpoint {a!r} vs now {b!r}' for k, (a, b) in diff.items())
@@ -1125,6 +983,20 @@ def set_rng_state(state):
     torch.set_rng_state(state['cpu'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
+
+
+def gather_states(state, world):
+    """Every rank's copy of a small picklable state (RNG, data stream), collected for the checkpoint."""
+    if world == 1:
+        return [state]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, state)
+    return out
+
+
+def pick_rank_state(states, rank):
+    """This rank's state from a checkpoint (rank 0's when the run had fewer processes)."""
+    return states[rank] if rank < len(states) else states[0]
 
 
 def to_uint8(images):
@@ -1165,32 +1037,97 @@ class Logger:
                 f.write(json.dumps({'time': time.time(), **fields}) + '\n')
 
 
-def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks):
-    """Flags every trainer shares: where to write, how to run, how often to report, FID in the loop, --bench."""
+def tick_speed(cur_nimg, tick_nimg, tick_time, device):
+    """The speed fields of a progress line: img/s and sec/kimg over the tick, peak memory so far."""
+    dt = time.time() - tick_time
+    return {'img/s': (cur_nimg - tick_nimg) / dt, 'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg),
+            'mem_gb': round(peak_memory_gb(device), 2)}
+
+
+def check_finite(values, cur_nimg):
+    if not all(math.isfinite(v) for v in values.values()):
+        raise SystemExit(f'error: non-finite loss {values} at {cur_nimg / 1000:.1f} kimg; lower the learning rate '
+                         f'or use --precision fp32, and resume from the last checkpoint')
+
+
+def print0(*args, rank=0, **kwargs):
+    if rank == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def duration(seconds):
+    return f'{seconds / 3600:.1f} h' if seconds >= 5400 else f'{seconds / 60:.0f} min' if seconds >= 90 else f'{seconds:.0f} s'
+
+
+class Progress:
+    """A line on stderr at least every `every` seconds for long work (and at the end): how far, how fast, how long
+    still. update(n) after each piece of n items."""
+
+    def __init__(self, what, total, unit='images', rank=0, every=10.0):
+        self.what, self.total, self.unit, self.rank, self.every = what, total, unit, rank, every
+        self.done, self.t0 = 0, time.time()
+        self.last = self.t0
+
+    def update(self, n):
+        self.done += n
+        now = time.time()
+        if self.rank == 0 and (now - self.last >= self.every or self.done >= self.total):
+            rate = self.done / max(now - self.t0, 1e-9)
+            left = f'  {duration((self.total - self.done) / rate)} left' if self.done < self.total else ''
+            print(f'{self.what}: {self.done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  '
+                  f'{duration(now - self.t0)} so far{left}', file=sys.stderr, flush=True)
+            self.last = now
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring as written and shows every flag's default."""
+
+
+def given_flags(parser, argv):
+    """The dests of the flags written on this command line (parse_args fills in the others' defaults)."""
+    dests = {s: a.dest for a in parser._actions for s in a.option_strings}
+    return {dests[x.split('=')[0]] for x in argv if x.split('=')[0] in dests}
+
+
+def refuse_flags(parser, argv, dests, why):
+    """No flag without effect: stop with one line when any of `dests` was given; `why` says in which mode."""
+    given = sorted(given_flags(parser, argv) & set(dests), key=list(dests).index)
+    if given:
+        parser.error(f'{", ".join("--" + d.replace("_", "-") for d in given)}: no effect {why}')
+
+
+def check_runtime_args(parser, argv, args):
+    """The shared flags' values, and the FID flags that do nothing when FID is off, before any work starts."""
+    if args.tick_kimg <= 0 or args.snapshot_ticks < 1 or args.grid < 1 or args.fid_num < 2:
+        parser.error('--tick-kimg must be positive, --snapshot-ticks and --grid at least 1, --fid-num at least 2')
+    if args.fid_ref == 'none':
+        refuse_flags(parser, argv, ['fid_num', 'fid_at_start', 'inception'], 'with --fid-ref none')
+    elif args.fid_ref == 'samples':
+        refuse_flags(parser, argv, ['inception'], 'with --fid-ref samples (the samples are measured elsewhere)')
+    if args.dataset not in ('cifar10', 'fashion-mnist'):
+        refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH (it is where cifar10 is downloaded)')
+
+
+def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks, one_step=True):
+    """Flags every trainer shares: where to write, how to run, how often to report, FID in the loop."""
     p.add_argument('--outdir', default=outdir, help='checkpoint.pt, grids and log.jsonl go here')
     p.add_argument('--resume', default=None, help='checkpoint to continue, or "auto" = <outdir>/checkpoint.pt')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0, help='training seed (data order, noise, dropout)')
     p.add_argument('--device', default='auto', help='auto | cuda | cpu')
-    p.add_argument('--precision', default='bf16', help='bf16 (autocast) | fp16 (+ grad scaler) | fp32; CUDA only '
-                   '(officially fp32; bf16 keeps the update\'s direction, see --check-precision and the README)')
-    p.add_argument('--tf32', type=int, default=0, help='allow TF32 in the fp32 parts (EDM and DI official: off; '
-                   'faster on Ampere and later, not measured by --check-precision)')
-    p.add_argument('--compile', type=int, default=0, help='torch.compile the networks')
-    p.add_argument('--tick-kimg', type=float, default=tick_kimg, help='progress line every this many kimg')
+    p.add_argument('--precision', default='bf16', choices=['bf16', 'fp16', 'fp32'],
+                   help='training passes on CUDA (ours; EDM and DI: fp32; results/NOTES.md, precision); CPU: fp32')
+    p.add_argument('--compile', type=int, default=0, help='torch.compile the networks (ours)')
+    p.add_argument('--tick-kimg', type=float, default=tick_kimg, help='progress line every this many kimg (EDM)')
     p.add_argument('--snapshot-ticks', type=int, default=snapshot_ticks,
-                   help='checkpoint + grid + FID every this many ticks')
+                   help='checkpoint + grid + FID every this many ticks (EDM)')
     p.add_argument('--grid', type=int, default=64, help='images in the sample grids (fixed seeds)')
     p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
-                   'cached) | none | a .npz from fid.py ref | samples (no Inception here: save each point\'s '
-                   'images to <outdir>/fid_samples/*.zip for fid.py calc --images elsewhere)')
+                   'cached) | none | a .npz from fid.py ref | samples (save each point\'s images to '
+                   '<outdir>/fid_samples/*.zip, for fid.py calc --images where the Inception weights are)')
     p.add_argument('--fid-num', type=int, default=10000, help='samples per in-loop FID (ours; final: fid.py calc 50k)')
-    p.add_argument('--fid-at-start', type=int, default=0, help='one-step trainers: also FID the initial generator')
-    p.add_argument('--inception', default=None, help='local Inception weights for FID (offline); else downloaded')
-    p.add_argument('--bench', action='store_true', help='time the training iteration on synthetic data and exit')
-    p.add_argument('--check-precision', action='store_true', help='print the cosine between the gradient in '
-                   '--precision (bf16 by default; emulated on CPU too) and in fp32 along a short fp32 run, and exit')
-    p.add_argument('--check-steps', default='0,1,10,100', help='--check-precision: after how many fp32 iterations')
-    p.add_argument('--bench-steps', type=int, default=20)
+    if one_step:
+        p.add_argument('--fid-at-start', type=int, default=0, help='also FID the initial generator (ours)')
+    p.add_argument('--inception', default=None, help='local Inception weights for FID (offline); default: download')
 
 
 def run_main(args, body):
@@ -1203,46 +1140,64 @@ def run_main(args, body):
         sys.exit(2)
     finally:
         if world > 1:
-            # A DDP wrapper that has done a step can be held by cyclic garbage until the collector runs, and one
-            # still alive at interpreter shutdown is freed there, where a rank occasionally aborted ('terminate
-            # called without an active exception', about 1 run in 30 of a two-process CPU test): collect while
-            # Python is fully alive (results/ddp_exit_check.sh)
+            # a stepped DDP wrapper can be held by cyclic garbage, and one freed at interpreter shutdown occasionally
+            # aborted a rank ('terminate called without an active exception'): collect while Python is fully alive
             gc.collect()
             torch.distributed.destroy_process_group()
 
 
-def lr_ramp(opts_and_lrs, cur_nimg, rampup_kimg):
-    """Linear learning-rate warm-up over rampup_kimg (EDM); none if 0. A param group's lr_scale multiplies lr."""
-    ramp = min(cur_nimg / (rampup_kimg * 1000), 1) if rampup_kimg > 0 else 1
-    for opt, lr in opts_and_lrs:
-        for g in opt.param_groups:
-            g['lr'] = lr * g.get('lr_scale', 1) * ramp
+def preflight(checks):
+    """Before any work: every input the run needs, downloaded where it can be, and all that is missing in one
+    message, each with its offline route. checks: functions that fetch an input or raise FileNotFoundError."""
+    errors = []
+    for check in checks:
+        try:
+            check()
+        except (FileNotFoundError, ValueError) as e:
+            errors.append(str(e))
+    if len(errors) > 1:
+        raise FileNotFoundError(f'{len(errors)} inputs are missing:\n  - ' + '\n  - '.join(errors))
+    if errors:
+        raise FileNotFoundError(errors[0])
 
 
-def check_finite(values, cur_nimg):
-    if not all(math.isfinite(v) for v in values.values()):
-        raise SystemExit(f'error: non-finite loss {values} at {cur_nimg / 1000:.1f} kimg; lower the learning rate '
-                         f'or use --precision fp32, and resume from the last checkpoint')
+def load_resume(args, kind, method, same_run):
+    """--resume (auto = <outdir>/checkpoint.pt): the checkpoint, checked to continue this very run (its kind, its
+    method, its layout and the flags in same_run), or None; before any expensive work."""
+    if not args.resume:
+        return None
+    path = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
+    ckpt = load_checkpoint(path, kind)
+    if ckpt.get('method') != method:
+        raise ValueError(f'{path!r} is a {ckpt.get("method") or ckpt["kind"]} checkpoint, not a {method} one')
+    if kind == 'generator':
+        check_format(ckpt, path)
+    check_resume_config(ckpt['config'], vars(args), same_run)
+    return dict(ckpt, path=path)
 
 
-def save_one_step_snapshot(outdir, state, sample, grid_seeds, done):
-    """Training checkpoint (everything needed to resume), a grid from fixed seeds, and at the end the light
-    generator.pt that fid.py calc reads (kind 'generator': EMA weights, config and σ_init; a score-free run also
-    keeps its classifier there, the verifier of fid.py calc --verifier-k)."""
-    save_checkpoint(os.path.join(outdir, 'checkpoint.pt'), state)
-    save_grid(sample(grid_seeds), os.path.join(outdir, f'fakes_{state["cur_nimg"] // 1000:06d}.png'))
-    if done:
-        keys = ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema', 'classifier')
-        save_checkpoint(os.path.join(outdir, 'generator.pt'), {k: state[k] for k in keys if k in state})
+def dataset_source(dataset, data_dir, allow_download=True):
+    """The pre-flight of --dataset: the CIFAR-10 archive fetched (not decoded), or the folder / zip present."""
+    if dataset == 'cifar10':
+        return cifar10_archive(data_dir, allow_download)
+    if dataset not in ('fashion-mnist', 'fashion_mnist') and not os.path.exists(dataset):
+        raise FileNotFoundError(f'--dataset {dataset!r}: not a known name (cifar10, fashion-mnist) and no such '
+                                f'folder or zip file')
 
 
-def print0(*args, rank=0, **kwargs):
-    if rank == 0:
-        print(*args, **kwargs, flush=True)
+def reals_grid(data, n, seed=0):
+    """A fixed random draw of n training images (a class-sorted dataset's first n would all be one class)."""
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return data.images[idx]
+
+
+def grid_name(outdir, cur_nimg):
+    """fakes_000016.384kimg.png: named by the images seen, so that no two snapshots of a run share a name."""
+    return os.path.join(outdir, f'fakes_{cur_nimg / 1000:010.3f}kimg.png')
 
 
 # ------------------------------------------------------------------------------------------------------
-# 6. One-step trainers (Diff-Instruct, score-free): teacher checks, samples, snapshots
+# 6. What the two one-step trainers share
 # ------------------------------------------------------------------------------------------------------
 
 def check_teacher_fits_data(teacher, data, cond):
@@ -1256,25 +1211,12 @@ def check_teacher_fits_data(teacher, data, cond):
         raise ValueError('the teacher is class-conditional: pass --cond 1')
 
 
-def one_step_sampler(G, sigma_init, device):
-    """sample(seeds) -> uint8 images of the one-step generator, per-seed latents and labels (for FID)."""
-    shape = [G.img_channels, G.img_resolution, G.img_resolution]
-
-    @torch.no_grad()
-    def sample(seeds):
-        z = seeded_latents(seeds, shape, device)
-        return to_uint8(generate_one_step(G, z, sigma_init, seeded_labels(seeds, G.label_dim, device)))
-    return sample
-
-
-def gather_states(state, world):
-    """Every rank's copy of a small picklable state (RNG, data stream), collected for the checkpoint."""
-    if world == 1:
-        return [state]
-    out = [None] * world
-    torch.distributed.all_gather_object(out, state)
-    return out
-
-
-def pick_rank_state(states, rank):
-    return states[rank] if rank < len(states) else states[0]
+def save_one_step_snapshot(outdir, state, sample, grid_seeds, done):
+    """The training checkpoint (everything needed to resume), a grid from fixed seeds, and at the end the light
+    generator.pt that fid.py calc reads (kind 'generator': EMA weights, config and σ_init; a score-free run also
+    keeps its classifier there, for its verifier)."""
+    save_checkpoint(os.path.join(outdir, 'checkpoint.pt'), state)
+    save_grid(sample(grid_seeds), grid_name(outdir, state['cur_nimg']))
+    if done:
+        keys = ('kind', 'method', 'config', 'net_config', 'sigma_init', 'ema', 'classifier')
+        save_checkpoint(os.path.join(outdir, 'generator.pt'), {k: state[k] for k in keys if k in state})

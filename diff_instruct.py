@@ -1,8 +1,8 @@
 """Diff-Instruct (Luo et al. 2023, arXiv 2305.18455): distil a diffusion teacher into a one-step generator.
 
-  one GPU:   python diff_instruct.py --dataset cifar10 --teacher edm-cifar10-uncond
-  8 GPUs:    torchrun --standalone --nproc_per_node=8 diff_instruct.py --dataset cifar10 --teacher edm-cifar10-uncond
-  own teacher: --teacher runs/teacher/checkpoint.pt        speed: python diff_instruct.py --bench
+  one GPU:      python diff_instruct.py --dataset cifar10 --teacher edm-cifar10-uncond
+  8 GPUs:       torchrun --standalone --nproc_per_node=8 diff_instruct.py --dataset cifar10
+  own teacher:  --teacher runs/teacher/checkpoint.pt
 
 The method. G_θ(z) = D_θ(σ_init·z; σ_init) with z ~ N(0, I) makes images x₀ with distribution q. Diff-Instruct
 minimises the integral KL ∫ w(σ) KL(q_σ ‖ p_σ) dσ between the noised generator and data distributions, whose
@@ -13,12 +13,14 @@ denoisers evaluated without gradient, has gradient σ²(s_q − s_p) w.r.t. x₀
 Each iteration: fake-score step(s), then one generator step. Defaults follow the official CIFAR-10 code.
 """
 import argparse
-import contextlib
 import copy
 import os
+import sys
 import time
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 import common
 import edm_import
@@ -26,43 +28,32 @@ import fid
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--dataset', default='cifar10', help='cifar10 | fashion-mnist | folder or zip (reals grid, labels)')
-    p.add_argument('--data-dir', default=common.DEFAULT_DATA_DIR)
-    p.add_argument('--split', default='train')
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=common.HelpFormatter, allow_abbrev=False)
+    p.add_argument('--dataset', default='cifar10', help='cifar10 | fashion-mnist | folder or zip (reals grid, FID)')
+    p.add_argument('--data-dir', default=common.DEFAULT_DATA_DIR, help='where cifar-10-python.tar.gz is downloaded')
     p.add_argument('--no-download', action='store_true', help='never download data or teacher')
     p.add_argument('--teacher', default='edm-cifar10-uncond',
                    help='teacher.py checkpoint, EDM .pkl/URL or short name (the paper: EDM CIFAR-10)')
     p.add_argument('--cond', type=int, default=0, help='class-conditional (needs a conditional teacher)')
-    p.add_argument('--sigma-init', type=float, default=1.0, help='σ at which G evaluates the teacher net (DI: 1.0)')
-    p.add_argument('--batch', type=int, default=128, help='total batch (DI official CIFAR-10)')
-    p.add_argument('--lr', type=float, default=1e-5, help='generator Adam lr (DI official)')
-    p.add_argument('--fake-lr', type=float, default=1e-5, help='fake-score Adam lr (DI official)')
-    p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='Adam betas, both nets (DI official)')
-    p.add_argument('--eps', type=float, default=1e-8, help='Adam epsilon (DI official)')
-    p.add_argument('--lr-rampup-kimg', type=float, default=0, help='linear lr warm-up, both nets (ours: none)')
-    p.add_argument('--fake-steps', type=int, default=1, help='fake-score steps per generator step (DI: 1)')
-    p.add_argument('--augment', type=float, default=None, help='EDM\'s augmentation of the generator samples the '
-                   'fake score trains on, with augment labels (DI official: 0.12 for EDM\'s teachers; default: '
-                   '0.12 when the teacher has augment labels, else 0)')
-    p.add_argument('--P-mean', type=float, default=-1.2, help='ln σ mean, both losses (DI = EDM)')
-    p.add_argument('--P-std', type=float, default=1.2, help='ln σ std, both losses (DI = EDM)')
-    p.add_argument('--dropout', type=float, default=None, help='override the teacher\'s dropout in all nets')
-    p.add_argument('--dropout-mode', default='official', choices=['official', 'eval'],
-                   help='official: dropout on in training forward passes, the teacher and fake nets share masks '
-                        'in the generator loss, G samples for the fake step without dropout; eval: no dropout')
-    p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (DI official: 0.5 Mimg)')
-    p.add_argument('--ema-rampup', type=float, default=0.05, help='EMA ramp-up ratio (EDM)')
+    p.add_argument('--sigma-init', type=float, default=1.0, help='σ at which G evaluates the teacher net (DI)')
+    p.add_argument('--batch', type=int, default=128, help='total batch over all GPUs (DI, CIFAR-10)')
+    p.add_argument('--lr', type=float, default=1e-5, help='generator Adam lr (DI)')
+    p.add_argument('--fake-lr', type=float, default=1e-5, help='fake-score Adam lr (DI)')
+    p.add_argument('--betas', type=float, nargs=2, default=[0.0, 0.999], help='Adam betas, both nets (DI)')
+    p.add_argument('--fake-steps', type=int, default=1, help='fake-score steps per generator step (DI)')
+    p.add_argument('--augment', type=float, default=None, help='EDM\'s augmentation of the samples the fake score '
+                   'trains on, with augment labels (DI: 0.12 for EDM\'s teachers); default: 0.12 when the teacher has '
+                   'augment labels, else 0')
+    p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life of G (DI)')
     p.add_argument('--total-kimg', type=float, default=50000, help='generator images to train on (ours)')
     common.add_runtime_args(p, outdir='runs/diff_instruct', tick_kimg=10, snapshot_ticks=10)
-    p.add_argument('--exact-scores', type=int, default=1, help='teacher and fake denoiser passes of the generator '
-                   'step in fp32 under bf16/fp16 (ours, measured: see README; 2 of the 5 network passes per image)')
-    p.add_argument('--preset', default='edm', help='network for --bench only (random weights)')
+    argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
-    if args.batch <= 0 or args.total_kimg <= 0 or args.fake_steps < 1 or args.sigma_init <= 0:
-        p.error('--batch, --total-kimg, --fake-steps and --sigma-init must be positive')
-    if args.bench and args.preset not in common.PRESETS:
-        p.error(f'--preset must be one of {sorted(common.PRESETS)}')
+    if min(args.batch, args.total_kimg, args.fake_steps, args.sigma_init, args.ema_halflife_kimg) <= 0 or min(
+            args.lr, args.fake_lr) < 0 or not 0 <= (args.augment or 0) <= 1:
+        p.error('--batch, --total-kimg, --fake-steps, --sigma-init and --ema-halflife-kimg must be positive, --lr and '
+                '--fake-lr at least 0, --augment a probability')
+    common.check_runtime_args(p, argv, args)
     return args
 
 
@@ -70,11 +61,11 @@ def parse_args(argv=None):
 # The method: two losses, as pure functions (tests call them directly)
 # ------------------------------------------------------------------------------------------------------
 
-def fake_score_loss(fake, x0, labels=None, P_mean=-1.2, P_std=1.2, augment_pipe=None):
+def fake_score_loss(fake, x0, labels=None, augment_pipe=None):
     """EDM's denoising loss of the fake score network on (stop-gradient) generator samples, per image; with an
     augment pipe the samples are augmented and the network is told how (as EDM trains the teacher)."""
     x0, augment_labels = augment_pipe(x0.detach()) if augment_pipe else (x0.detach(), None)
-    return common.edm_loss(fake, x0, labels, P_mean, P_std, augment_labels=augment_labels)
+    return common.edm_loss(fake, x0, labels, augment_labels=augment_labels)
 
 
 def same_randomness(device, *fns):
@@ -90,14 +81,13 @@ def same_randomness(device, *fns):
     return out
 
 
-def generator_loss(teacher, fake, x0, sigma, noise, labels=None, exact_scores=True):
+def generator_loss(teacher, fake, x0, sigma, noise, labels=None):
     """Σ_pixels (D_fake(x_σ) − D_teacher(x_σ))·x₀ per image, x_σ = x₀ + σ·noise; the denoisers get no gradient,
-    so ∂/∂x₀ = D_fake − D_teacher = σ²(s_q − s_p): Diff-Instruct's KL gradient with w(σ) = σ².
-    exact_scores: the two denoiser passes in float32 (no autocast, no TF32) whatever the precision around them.
-    Their difference is the whole signal and they are nearly equal networks, so in bf16 it is mostly rounding."""
+    so ∂/∂x₀ = D_fake − D_teacher = σ²(s_q − s_p): Diff-Instruct's KL gradient with w(σ) = σ². The two denoiser
+    passes run in float32 whatever the precision around them: they are nearly equal networks and their difference
+    is the whole signal, which in bf16 is partly rounding (results/NOTES.md, precision)."""
     x_sigma = x0.detach() + sigma * noise
-    precision = common.full_precision(x0.device.type) if exact_scores else contextlib.nullcontext()
-    with torch.no_grad(), precision:
+    with torch.no_grad(), common.full_precision(x0.device.type):
         D_p, D_q = same_randomness(x0.device, lambda: teacher(x_sigma, sigma, labels),
                                    lambda: fake(x_sigma, sigma, labels))
     return ((D_q - D_p).to(x0.dtype) * x0).flatten(1).sum(1)
@@ -112,177 +102,135 @@ def resolve_augment(augment, teacher):
     return augment
 
 
-def set_dropout(net, p):
-    for m in net.modules():
-        if isinstance(m, common.UNetBlock):
-            m.dropout = p
-
-
 # ------------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------------
 
-def wrap_nets(G, fake, teacher, args, device, world):
-    """(modules, what the forward passes call): compiled if asked, DDP around the two trained nets. The generator
-    comes twice: as it is compiled, for the fake-score step's samples (no gradients, nothing to all-reduce), and
-    inside DDP for the generator step."""
-    G_c, fake_c, teacher_c = (common.maybe_compile(net, args.compile) for net in (G, fake, teacher))
-    return (G_c, common.ddp_wrap(G_c, device, world), fake, fake_c, common.ddp_wrap(fake_c, device, world),
-            teacher, teacher_c)
+@dataclass
+class Nets:
+    """The networks and optimizers of a Diff-Instruct run. The last five are what the passes call: compiled when
+    asked (wrap), and in DDP where a gradient is averaged over processes; by default the plain modules."""
+    G: nn.Module
+    fake: nn.Module
+    teacher: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_fake: torch.optim.Optimizer
+    G_sample: nn.Module = None      # the fake-score step's samples (no gradients)
+    G_train: nn.Module = None       # the generator step's pass
+    fake_eval: nn.Module = None     # the fake denoiser of the generator loss
+    fake_train: nn.Module = None    # the fake-score step
+    teacher_eval: nn.Module = None  # the teacher denoiser of the generator loss
+
+    def __post_init__(self):
+        self.G_sample, self.G_train = self.G_sample or self.G, self.G_train or self.G
+        self.fake_eval, self.fake_train = self.fake_eval or self.fake, self.fake_train or self.fake
+        self.teacher_eval = self.teacher_eval or self.teacher
+
+    def wrap(self, compile, device, world):
+        self.G_sample, self.fake_eval, self.teacher_eval = (common.maybe_compile(net, compile)
+                                                            for net in (self.G, self.fake, self.teacher))
+        self.G_train = common.ddp_wrap(self.G_sample, device, world)
+        self.fake_train = common.ddp_wrap(self.fake_eval, device, world)
+        return self
 
 
-def iteration(args, nets, opts, scalers, autocast, batch, label_dim, device, pipe=None):
-    """One Diff-Instruct iteration: args.fake_steps fake-score steps, then one generator step."""
-    G, G_train, fake, fake_c, fake_train, teacher, teacher_c = nets
-    official = args.dropout_mode == 'official'
+def build_nets(teacher, args, device):
+    """Generator and fake score as trainable copies of the teacher (its EMA weights), Adam for both."""
+    G = copy.deepcopy(teacher).requires_grad_(True)
+    fake = copy.deepcopy(teacher).requires_grad_(True)
+    return Nets(G, fake, teacher, common.make_adam(G.parameters(), args.lr, args.betas, device=device),
+                common.make_adam(fake.parameters(), args.fake_lr, args.betas, device=device))
+
+
+def iteration(nets, amp, batch, args, augment_pipe=None):
+    """One Diff-Instruct iteration: args.fake_steps fake-score steps, then one generator step. Dropout as in the
+    official code: on in the training passes, with teacher and fake sharing masks in the generator loss; G samples
+    for the fake step without it."""
+    G, label_dim = nets.G, nets.teacher.label_dim
+    device = next(G.parameters()).device
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     for _ in range(args.fake_steps):
         labels = common.random_labels(batch, label_dim, device)
-        with torch.no_grad(), autocast():
-            G.eval()  # the official code samples for the fake step without dropout
-            x0 = common.generate_one_step(G, torch.randn(shape, device=device), args.sigma_init, labels)
-            G.train(official)
-        fake.train(official)
-        with autocast():
-            loss_fake = fake_score_loss(fake_train, x0, labels, args.P_mean, args.P_std, pipe).mean()
-        opts[1].zero_grad(set_to_none=True)
-        (scalers[1].scale(loss_fake) if scalers[1] else loss_fake).backward()
-        common.optimizer_step(opts[1], fake.parameters(), scalers[1])
+        with torch.no_grad(), amp.autocast():
+            G.eval()
+            x0 = common.generate_one_step(nets.G_sample, torch.randn(shape, device=device), args.sigma_init, labels)
+            G.train()
+        nets.fake.train()
+        with amp.autocast():
+            loss_fake = fake_score_loss(nets.fake_train, x0, labels, augment_pipe).mean()
+        nets.opt_fake.zero_grad(set_to_none=True)
+        amp.backward(loss_fake)
+        amp.step(nets.opt_fake)
 
     labels = common.random_labels(batch, label_dim, device)
-    teacher.train(official)  # dropout on (train mode) in both denoisers, with shared masks, as officially
-    fake.train(official)
-    with autocast():
-        x0 = common.generate_one_step(G_train, torch.randn(shape, device=device), args.sigma_init, labels)
-        sigma = common.edm_sigma(batch, device, args.P_mean, args.P_std)
-        loss_G = generator_loss(teacher_c, fake_c, x0, sigma, torch.randn_like(x0), labels, args.exact_scores).mean()
-    teacher.eval()
-    opts[0].zero_grad(set_to_none=True)
-    (scalers[0].scale(loss_G) if scalers[0] else loss_G).backward()
-    common.optimizer_step(opts[0], G.parameters(), scalers[0])
+    nets.teacher.train()  # dropout on in both denoisers, with shared masks
+    with amp.autocast():
+        x0 = common.generate_one_step(nets.G_train, torch.randn(shape, device=device), args.sigma_init, labels)
+        sigma = common.edm_sigma(batch, device)
+        loss_G = generator_loss(nets.teacher_eval, nets.fake_eval, x0, sigma, torch.randn_like(x0), labels).mean()
+    nets.teacher.eval()
+    nets.opt_G.zero_grad(set_to_none=True)
+    amp.backward(loss_G)
+    amp.step(nets.opt_G)
     return loss_fake.detach(), loss_G.detach()
-
-
-def bench(args, device):
-    """The real iteration on random weights of --preset (no teacher or data needed)."""
-    autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
-    teacher = common.to_device(common.build_net(args.preset, 32, 3, 0, 0.13), device).eval().requires_grad_(False)
-    G, fake = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher).requires_grad_(True)
-    G_ema = copy.deepcopy(teacher)
-    opts = [common.make_adam(n.parameters(), args.lr, args.betas, args.eps, device) for n in (G, fake)]
-    scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
-    nets = wrap_nets(G, fake, teacher, args, device, 1)
-    augment = resolve_augment(args.augment, teacher)
-    pipe = common.AugmentPipe(augment) if augment else None
-
-    def step():
-        iteration(args, nets, opts, scalers, autocast, args.batch, 0, device, pipe)
-        common.ema_update(G_ema, G, 0.999)
-    x = torch.zeros(1, 3, 32, 32, device=device)
-    f = common.count_flops(lambda: teacher(x, torch.ones(1, device=device)))
-    # per image: fake step = G fwd + fake fwd/bwd (1 + 3); G step = G fwd/bwd + teacher + fake fwd (3 + 2)
-    flops = f * (args.fake_steps * 4 + 5)
-    common.run_bench('diff_instruct', step, args, device, flops, sum(p.numel() for p in G.parameters()))
-
-
-def check_precision(args, device):
-    """--check-precision: along 100 fp32 iterations from the teacher, the generator gradient of one fixed batch in
-    --precision (with the exact-scores setting given) against fp32. At step 0 the fake score equals the teacher,
-    so the exact gradient is zero and anything a low precision produces is noise."""
-    teacher, _ = edm_import.load_teacher(args.teacher, device, not args.no_download)
-    G, fake = copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher).requires_grad_(True)
-    opts = [common.make_adam(n.parameters(), lr, args.betas, args.eps, device) for n, lr in ((G, args.lr),
-                                                                                         (fake, args.fake_lr))]
-    nets = wrap_nets(G, fake, teacher, args, device, 1)
-    augment = resolve_augment(args.augment, teacher)
-    pipe = common.AugmentPipe(augment) if augment else None
-    z, noise, sigma, labels = common.fixed_generator_batch(G, args.batch, args.P_mean, args.P_std, device)
-    mixed = common.autocast_factory(device.type, args.precision)
-
-    def gradient(low_precision):
-        def loss():
-            teacher.train(args.dropout_mode == 'official')
-            fake.train(args.dropout_mode == 'official')
-            with (mixed() if low_precision else common.full_precision(device.type)):
-                x0 = common.generate_one_step(G, z, args.sigma_init, labels)
-                return generator_loss(teacher, fake, x0, sigma, noise, labels, args.exact_scores).mean()
-        g = common.seeded_gradient(G.parameters(), device, loss)
-        teacher.eval()
-        return g
-    print(f'check-precision diff_instruct: {args.precision} autocast with exact_scores {args.exact_scores}, '
-          f'batch {args.batch}, teacher {args.teacher}')
-    steps = [int(k) for k in args.check_steps.split(',')]
-    common.check_precision('diff_instruct', args.precision, gradient, checkpoints=steps, train_step=lambda: iteration(
-        args, nets, opts, [None, None], contextlib.nullcontext, args.batch, teacher.label_dim, device, pipe))
 
 
 def train(args, rank, world, device, init_generator=None):
     """init_generator(G, teacher, data, device), if given, re-initialises G in place before training (used by
     scratch_init.py for the initialisation study); by default G starts as the teacher."""
-    torch.manual_seed(args.seed * world + rank)
-    autocast, scaler = common.setup_precision(device, args.precision, args.tf32)
-    scalers = [scaler, torch.amp.GradScaler('cuda') if scaler else None]
     if args.batch % world:
         raise SystemExit(f'error: --batch {args.batch} is not divisible by the {world} processes')
+    allow = not args.no_download
+    common.preflight([lambda: common.dataset_source(args.dataset, args.data_dir, allow),
+                      lambda: edm_import.teacher_checkpoint(args.teacher, allow), *fid.preflight(args, allow)])
+    ckpt = common.load_resume(args, 'generator', 'diff_instruct', ['dataset', 'teacher', 'cond', 'sigma_init', 'batch',
+                                                                   'fake_steps', 'augment', 'seed'])
+    torch.manual_seed(args.seed * world + rank)
+    amp = common.Precision(device, args.precision)
     batch = args.batch // world
-    log = common.Logger(args.outdir, rank)
+    teacher, teacher_path = edm_import.load_teacher(args.teacher, device, allow)
+    data = common.load_dataset(args.dataset, args.data_dir, 'train', allow)
+    common.check_teacher_fits_data(teacher, data, args.cond)
     if rank == 0:
         os.makedirs(args.outdir, exist_ok=True)
-
-    data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
-    teacher, teacher_path = edm_import.load_teacher(args.teacher, device, not args.no_download)
-    common.check_teacher_fits_data(teacher, data, args.cond)
+    log = common.Logger(args.outdir, rank)
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
-    label_dim = teacher.label_dim
     augment = resolve_augment(args.augment, teacher)
     pipe = common.AugmentPipe(augment) if augment else None
-    if args.dropout is not None:
-        set_dropout(teacher, args.dropout)
-    # Generator, fake score and the generator's EMA all start as copies of the teacher (EMA weights).
-    G = copy.deepcopy(teacher).requires_grad_(True)
-    fake = copy.deepcopy(teacher).requires_grad_(True)
+    nets = build_nets(teacher, args, device)
+    G = nets.G
     if init_generator is not None and not args.resume:
         init_generator(G, teacher, data, device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opts = [common.make_adam(G.parameters(), args.lr, args.betas, args.eps, device),
-            common.make_adam(fake.parameters(), args.fake_lr, args.betas, args.eps, device)]
     cur_nimg = 0
-    resume = os.path.join(args.outdir, 'checkpoint.pt') if args.resume == 'auto' else args.resume
-    if resume:
-        ckpt = common.load_checkpoint(resume, 'generator')
-        same_run = ['dataset', 'teacher', 'cond', 'sigma_init', 'batch', 'fake_steps', 'dropout_mode', 'augment', 'seed']
-        common.check_resume_config(ckpt['config'], vars(args), same_run, defaults={'augment': None})
-        if ckpt.get('method') != 'diff_instruct' or 'fake' not in ckpt:
-            raise ValueError(f'{resume!r} is not a Diff-Instruct training checkpoint')
-        for net, key in ((G, 'G'), (fake, 'fake'), (G_ema, 'ema')):
-            common.load_net_state(net, ckpt[key], resume)
-        for opt, key in zip(opts, ('opt_G', 'opt_fake')):
-            opt.load_state_dict(ckpt[key])
+    if ckpt:
+        for net, key in ((G, 'G'), (nets.fake, 'fake'), (G_ema, 'ema')):
+            common.load_net_state(net, ckpt[key], ckpt['path'])
+        nets.opt_G.load_state_dict(ckpt['opt_G'])
+        nets.opt_fake.load_state_dict(ckpt['opt_fake'])
         common.set_rng_state(common.pick_rank_state(ckpt['rng'], rank))
         cur_nimg = ckpt['cur_nimg']
-        common.print0(f'resumed from {resume} at {cur_nimg / 1000:.1f} kimg', rank=rank)
-    nets = wrap_nets(G, fake, teacher, args, device, world)
+        common.print0(f'resumed from {ckpt["path"]} at {cur_nimg / 1000:.1f} kimg', rank=rank)
+    resumed, ckpt = ckpt is not None, None  # the states are in the nets now
+    nets.wrap(args.compile, device, world)
     common.print0(f'diff_instruct: teacher {teacher_path}  {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M '
                   f'params per net  σ_init {args.sigma_init}  fake-score augmentation {augment}  world {world}  '
-                  f'device {device}', rank=rank)
-    p = common.precision_name(device, args.precision)
-    common.print0(f'precision: G and fake-score training {p}, teacher and fake denoisers in the generator step '
-                  f'{"fp32 (--exact-scores 1)" if args.exact_scores else p}, TF32 {"on" if args.tf32 else "off"}', rank=rank)
+                  f'device {device}  precision {amp.name} (teacher and fake denoisers of the generator loss: fp32)',
+                  rank=rank)
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)
-    if rank == 0 and not resume:
-        common.save_grid(data.images[:args.grid], os.path.join(args.outdir, 'reals.png'))
+    if rank == 0 and not resumed:
+        common.save_grid(common.reals_grid(data, args.grid), os.path.join(args.outdir, 'reals.png'))
         common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
     if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
         log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
     tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
     while True:
-        common.lr_ramp(zip(opts, (args.lr, args.fake_lr)), cur_nimg, args.lr_rampup_kimg)
-        loss_fake, loss_G = iteration(args, nets, opts, scalers, autocast, batch, label_dim, device, pipe)
+        loss_fake, loss_G = iteration(nets, amp, batch, args, pipe)
         cur_nimg += args.batch
-        common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg, args.ema_rampup))
+        common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
         done = cur_nimg >= args.total_kimg * 1000
         if not done and cur_nimg < tick_nimg + args.tick_kimg * 1000:
             continue
@@ -292,19 +240,17 @@ def train(args, rank, world, device, init_generator=None):
         losses = {'loss_fake': common.all_reduce_mean(loss_fake, world).item() / pixels,
                   'loss_G': common.all_reduce_mean(loss_G, world).item()}
         common.check_finite(losses, cur_nimg)
-        dt = time.time() - tick_time
-        log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3),
-             **losses, 'img/s': (cur_nimg - tick_nimg) / dt,
-             'sec/kimg': dt * 1000 / (cur_nimg - tick_nimg), 'mem_gb': round(common.peak_memory_gb(device), 2)})
+        log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3), **losses,
+             **common.tick_speed(cur_nimg, tick_nimg, tick_time, device)})
         tick += 1
         if done or tick % args.snapshot_ticks == 0:
             rngs = common.gather_states(common.rng_state(), world)
             if rank == 0:
-                state = {'kind': 'generator', 'method': 'diff_instruct', 'config': vars(args),
-                         'net_config': G.config, 'sigma_init': args.sigma_init, 'teacher': teacher_path,
-                         'ema': G_ema.state_dict(), 'G': G.state_dict(), 'fake': fake.state_dict(),
-                         'opt_G': opts[0].state_dict(), 'opt_fake': opts[1].state_dict(), 'rng': rngs,
-                         'cur_nimg': cur_nimg}
+                state = {'kind': 'generator', 'format': common.FORMAT, 'method': 'diff_instruct',
+                         'config': vars(args), 'net_config': G.config, 'sigma_init': args.sigma_init,
+                         'teacher': teacher_path, 'ema': G_ema.state_dict(), 'G': G.state_dict(),
+                         'fake': nets.fake.state_dict(), 'opt_G': nets.opt_G.state_dict(),
+                         'opt_fake': nets.opt_fake.state_dict(), 'rng': rngs, 'cur_nimg': cur_nimg}
                 common.save_one_step_snapshot(args.outdir, state, sample, grid_seeds, done)
             if fid_ref:
                 log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
@@ -317,8 +263,7 @@ def train(args, rank, world, device, init_generator=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    common.run_main(args, lambda rank, world, device: bench(args, device) if args.bench
-                    else check_precision(args, device) if args.check_precision else train(args, rank, world, device))
+    common.run_main(args, lambda rank, world, device: train(args, rank, world, device))
 
 
 if __name__ == '__main__':

@@ -212,7 +212,12 @@ def collect_tensors(obj, prefix=''):
 def read_edm_pickle(path):
     """(constructor kwargs, state_dict) of the `ema` network in an EDM network pickle."""
     with open(path, 'rb') as f:
-        data = RestrictedUnpickler(f).load()
+        try:
+            data = RestrictedUnpickler(f).load()
+        except (pickle.UnpicklingError, EOFError, struct.error) as e:
+            hint = '; a partial download? fetch it again' if 'truncated' in str(e) or not isinstance(
+                e, pickle.UnpicklingError) else ''
+            raise pickle.UnpicklingError(f'{path!r} is not a readable EDM network pickle ({e}){hint}') from None
     if not isinstance(data, dict) or not isinstance(data.get('ema'), PersistentObject):
         raise ValueError(f'{path!r} is not an EDM network pickle (no persistent "ema" network)')
     ema = data['ema']
@@ -269,7 +274,7 @@ def resolve_source(source, allow_download=True):
     elif source.startswith(('http://', 'https://')):
         url = source
     else:
-        raise FileNotFoundError(f'{source!r} is not a file, a URL or a known name ({", ".join(SHORT_NAMES)})')
+        raise FileNotFoundError(f'{source!r}: no such file, and not a URL or a known name ({", ".join(SHORT_NAMES)})')
     path = os.path.join(CACHE_DIR, os.path.basename(url))
     return common.fetch(url, path, f'the EDM network {source!r}', f'pass the downloaded .pkl itself (--teacher '
                         f'path/to/{os.path.basename(url)}), or put it at {path}', allow_download)

@@ -7,6 +7,7 @@
                     (no Inception needed: the same seeds as calc, to be measured with calc --images elsewhere)
   faster sampling:  add --sample-precision bf16 (the generating network under bf16 autocast; the features stay exact)
                     and, for Heun on a GPU, --compile 1 (torch.compile of the generating network)
+  a score-free generator with its ratio as a verifier: python score_free.py verify (same seeds, same statistics)
   offline:          add --inception PATH (pytorch-fid's pt_inception-2015-12-05-6726825d.pth, torch-fidelity's
                     weights file, or NVIDIA's TorchScript inception-2015-12-05.pt)
 
@@ -17,9 +18,11 @@ StyleGAN2-ADA report; `pytorch-fid` mode uses torch's half-pixel bilinear resize
 10 FID points apart at 32×32). Statistics record their mode and refuse to be compared across modes.
 """
 import argparse
+import contextlib
 import hashlib
 import io
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -242,11 +245,8 @@ def tf_to_torchvision_names(tf_state):
     return out
 
 
-def load_inception(path=None, allow_download=True):
-    """The FID feature network, from (in order of preference) a given file or pytorch-fid's weights in the
-    cache (downloaded and sha256-checked on first use). Files accepted: a state_dict with torchvision names
-    (pytorch-fid, torch-fidelity), or NVIDIA's TorchScript detector. Any other TorchScript module is used as
-    a custom detector as it is (input: resized images in [−1, 1]); this is how tests plug in a tiny network."""
+def inception_file(path=None, allow_download=True):
+    """The weights file: a given one, or pytorch-fid's in the cache (downloaded and sha256-checked on first use)."""
     if path is None:
         def check(path):
             digest = common.file_digest(path, 'sha256')
@@ -256,11 +256,19 @@ def load_inception(path=None, allow_download=True):
                                  f'{PYTORCH_FID_SHA256_PREFIX}...; the download is corrupt, try again')
         name = os.path.basename(PYTORCH_FID_URL)
         path = common.fetch(PYTORCH_FID_URL, os.path.join(CACHE_DIR, name), 'the FID Inception weights',
-                            f'pass --inception PATH (this file, torch-fidelity\'s copy or NVIDIA\'s '
-                            f'inception-2015-12-05.pt), or put it at that path; trainers also take --fid-ref none',
+                            'pass --inception PATH (this file, torch-fidelity\'s copy or NVIDIA\'s '
+                            'inception-2015-12-05.pt), or put it at that path; trainers also take --fid-ref none',
                             allow_download, check)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Inception weights {path!r} not found')
+    return path
+
+
+def load_inception(path=None, allow_download=True):
+    """The FID feature network from inception_file(path). Files accepted: a state_dict with torchvision names
+    (pytorch-fid, torch-fidelity), or NVIDIA's TorchScript detector. Any other TorchScript module is used as
+    a custom detector as it is (input: resized images in [−1, 1]); this is how tests plug in a tiny network."""
+    path = inception_file(path, allow_download)
     try:  # TorchScript archive? (NVIDIA's detector is one; torch marks jit as deprecated, hence the filter)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', DeprecationWarning)
@@ -279,7 +287,8 @@ def load_inception(path=None, allow_download=True):
         except Exception as e:
             raise ValueError(f'{path!r} is neither a TorchScript module nor a state_dict ({e})') from None
         state = {k.removeprefix('module.'): v for k, v in state.items() if not k.endswith('num_batches_tracked')}
-    net = InceptionV3FID()
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the training's RNG alone
+        net = InceptionV3FID()
     own = net.state_dict()
     own = {k: v for k, v in own.items() if not k.endswith('num_batches_tracked')}
     missing = sorted(set(own) - set(state) - {'fc.weight', 'fc.bias'})
@@ -338,8 +347,7 @@ def preprocess(images, mode='tf', size=299):
 
 class FeatureStats:
     """Streaming mean and unbiased covariance in float64: holds Σf and Σffᵀ, never the features. The sums stay on
-    the features' device, so a GPU run neither waits for the host after every batch nor leaves the host 2 GFLOP
-    of float64 products per 250 images (what the first H200 lease's `fid.py calc` did; README)."""
+    the features' device, so a GPU run neither waits for the host after every batch nor leaves it the products."""
 
     def __init__(self, dim, device='cpu'):
         self.n = 0
@@ -382,12 +390,16 @@ def load_stats(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f'FID reference statistics {path!r} not found; make them with: python fid.py ref '
                                 f'--dataset cifar10 --out {path}')
-    with np.load(path) as d:
-        if 'mu' not in d or 'sigma' not in d:
-            raise ValueError(f'{path!r} has no "mu" and "sigma" arrays: not FID statistics')
-        mode = str(d['mode']) if 'mode' in d else ('pytorch-fid' if 'pytorch-fid' in os.path.basename(path) else 'tf')
-        count = int(d['count']) if 'count' in d else -1
-        return d['mu'].astype(np.float64), d['sigma'].astype(np.float64), mode, count
+    try:
+        with np.load(path) as d:
+            if 'mu' not in d or 'sigma' not in d:
+                raise ValueError('no "mu" and "sigma" arrays')
+            mode = str(d['mode']) if 'mode' in d else ('pytorch-fid' if 'pytorch-fid' in os.path.basename(path) else 'tf')
+            count = int(d['count']) if 'count' in d else -1
+            return d['mu'].astype(np.float64), d['sigma'].astype(np.float64), mode, count
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError, pickle.UnpicklingError) as e:
+        raise ValueError(f'{path!r} is not FID statistics (expected an .npz with "mu" and "sigma", as fid.py ref '
+                         f'writes; {e})') from None
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
@@ -432,11 +444,8 @@ def get_detector(path, device, allow_download=True):
     return _DETECTORS[key]
 
 
-# On CPU the detector sees at most this many images at a time, whatever the caller's batch: Inception's early
-# activations (64 x 147² floats per image) then stay closer to the cache, and the temporaries stay small whatever
-# --batch is. Speed on this project's 2-core VMs: on one with AVX2 only, 9.2 img/s at 8-24 images against 6.8 at 250
-# one day, mixed the next; on one with AVX-512, 28.1-29.7 img/s against 25.5-26.1 unchunked at batch 32
-# (results/fid_chunk_bench.py, results/fid_history_bench.sh, README).
+# On CPU the detector sees at most this many images at a time, whatever the caller's batch: the early activations
+# (64 x 147² floats per image) stay closer to the cache and the temporaries stay small (results/NOTES.md, FID speed).
 CPU_CHUNK = 16
 
 
@@ -445,28 +454,31 @@ def features(detector, images, mode='tf', device='cpu'):
     """uint8 images -> float32 features on `device`: no autocast and no TF32 (the trainers allow TF32 for training),
     so the features are the same in the training loop as in `fid.py calc`."""
     chunk = CPU_CHUNK if torch.device(device).type == 'cpu' else len(images)
-    with torch.autocast(device_type=torch.device(device).type, enabled=False), common.exact_fp32():
+    with common.full_precision(torch.device(device).type):
         out = [detector(preprocess(part.to(device), mode).contiguous(memory_format=torch.channels_last))
                for part in images.split(max(chunk, 1))]
         return torch.cat(out).float()
 
 
-def stats_from_batches(batches, detector, mode, device, rank=0, log_every=0):
-    """Stream an iterable of uint8 batches through the detector into FeatureStats (summed over ranks)."""
+def stats_from_batches(batches, detector, mode, device, rank=0, total=None, what='fid'):
+    """Stream an iterable of uint8 batches through the detector into FeatureStats (summed over ranks). With total
+    (this process's images), a progress line with the time left at least every 10 s."""
     stats, t0 = None, time.time()
+    progress = common.Progress(what, total, rank=rank) if total else None
     for images in batches:
         f = features(detector, images, mode, device)
         stats = stats or FeatureStats(f.shape[1], f.device)
         stats.update(f)
-        if log_every and rank == 0 and stats.n % log_every < len(images):
-            print(f'fid: {stats.n} images  {stats.n / (time.time() - t0):.1f} img/s', file=sys.stderr)
+        if progress:
+            progress.update(len(images))
     if stats is None:
         raise ValueError('FID statistics need at least 2 images, got 0')
     stats.all_reduce()
     if rank == 0:
         common.sync(torch.device(device))  # the batches were only queued
         dt = time.time() - t0
-        print(f'fid: {stats.n} images in {dt:.1f}s ({stats.n / max(dt, 1e-9):.1f} img/s per process)', file=sys.stderr)
+        print(f'{what}: {stats.n} images in {dt:.1f}s ({stats.n / max(dt, 1e-9):.1f} img/s per process)',
+              file=sys.stderr)
     return stats
 
 
@@ -477,6 +489,14 @@ def fid_from_stats(stats, ref_path, mode):
                          f'FIDs across pipelines differ by ~10 points; remake one of them')
     mu, sigma = stats.mean_cov()
     return frechet_distance(mu, sigma, mu_r, sigma_r)
+
+
+def preflight(args, allow_download=True):
+    """The trainers' pre-flight checks of FID in the loop: the Inception weights, and --fid-ref's file."""
+    if args.fid_ref in ('none', SAVE_SAMPLES):
+        return []
+    checks = [lambda: inception_file(args.inception, allow_download)]
+    return checks + ([lambda: load_stats(args.fid_ref)] if args.fid_ref != 'auto' else [])
 
 
 def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode='tf'):
@@ -495,8 +515,11 @@ def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode=
     path = os.path.join(CACHE_DIR, f'ref-{data.name}-{tag}-{mode}.npz')
     if not os.path.isfile(path):
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        common.print0(f'fid: reference statistics of the {len(data)} images of {data.name}, once (cached in '
+                      f'{CACHE_DIR}); --fid-ref none runs without FID', rank=rank)
         images = data.images[rank::world]
-        stats = stats_from_batches(image_batches(images, batch), get_detector(inception, device), mode, device, rank)
+        stats = stats_from_batches(image_batches(images, batch), get_detector(inception, device), mode, device, rank,
+                                   len(images), 'fid reference')
         if rank == 0:
             mu, sigma = stats.mean_cov()
             save_stats(path, mu, sigma, mode, stats.n)
@@ -515,7 +538,11 @@ def save_samples(sample_fn, num, path, rank=0, world=1, batch=250):
     """The images of seeds 0..num-1 as a zip of lossless PNGs named by seed, written atomically by rank 0 (each
     rank makes seeds rank::world). `fid.py calc --images` of the zip gives the FID of the same seeds exactly."""
     seeds = list(range(rank, num, world))
-    images = torch.cat([sample_fn(seeds[i:i + batch]).cpu() for i in range(0, len(seeds), batch)])
+    progress, images = common.Progress(f'samples for {os.path.basename(path)}', len(seeds), rank=rank), []
+    for i in range(0, len(seeds), batch):
+        images.append(sample_fn(seeds[i:i + batch]).cpu())
+        progress.update(len(images[-1]))
+    images = torch.cat(images)
     parts = [(seeds, images)]
     if world > 1:
         parts = [None] * world
@@ -550,7 +577,8 @@ def fid_in_loop(sample_fn, num, ref_path, device, inception=None, rank=0, world=
     detector = get_detector(inception, device)
     seeds = list(range(rank, num, world))
     batches = (sample_fn(seeds[i:i + batch]) for i in range(0, len(seeds), batch))
-    return fid_from_stats(stats_from_batches(batches, detector, mode, device, rank), ref_path, mode)
+    stats = stats_from_batches(batches, detector, mode, device, rank, len(seeds), f'fid ({metric_name(num)})')
+    return fid_from_stats(stats, ref_path, mode)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -562,10 +590,8 @@ def image_batches(images, batch):
         yield images[i:i + batch]
 
 
-def checkpoint_sampler(path, device, steps=18, verifier_k=1, verifier_sigma=0.1, verifier_rule='resample',
-                       precision='fp32', compile=False):
-    """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA); with
-    verifier_k > 1, a score-free generator's samples are chosen among k candidates by its own classifier.
+def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False):
+    """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA).
     precision: fp32 (PyTorch's defaults, as EDM's generate.py: on a GPU convolutions may use TF32) or bf16 / fp16
     autocast around the network (the sampler's own arithmetic stays float64 / float32); the features never change.
     compile: torch.compile the generating network (σ is a tensor input, so Heun's 18 σ values share one graph)."""
@@ -573,124 +599,79 @@ def checkpoint_sampler(path, device, steps=18, verifier_k=1, verifier_sigma=0.1,
     net = common.net_from_config(ckpt['net_config']).eval().requires_grad_(False)
     net.load_state_dict(ckpt['ema'])
     net = common.maybe_compile(common.to_device(net, device), compile)
-    mixed = common.autocast_factory(device.type, precision)
-    shape = [net.img_channels, net.img_resolution, net.img_resolution]
-    if verifier_k > 1:
-        import score_free  # only here: score_free.py itself imports this module
-        if ckpt['kind'] != 'generator':
-            raise ValueError(f'--verifier-k needs a score-free generator, and {path} is a {ckpt["kind"]}')
-        cls = score_free.load_classifier(ckpt, device)
-        return score_free.verified_sampler(net, cls, ckpt['sigma_init'], device, verifier_k, verifier_sigma,
-                                           verifier_rule), ckpt['kind']
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
+    mixed = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext  # noqa: E731
+    if ckpt['kind'] == 'generator':
+        one_step = common.one_step_sampler(net, ckpt['sigma_init'], device)
 
     def sample(seeds):
-        z = common.seeded_latents(seeds, shape, device)
-        labels = common.seeded_labels(seeds, net.label_dim, device)
-        with torch.no_grad(), mixed():
-            if ckpt['kind'] == 'teacher':
-                x = common.edm_sampler(common.net_denoiser(net), z, labels, num_steps=steps)
-            else:
-                x = common.generate_one_step(net, z, ckpt['sigma_init'], labels)
-        return common.to_uint8(x)
-    return sample, ckpt['kind']
-
-
-def checkpoint_sampler_from_args(args, device):
-    if args.verifier_k < 1 or args.verifier_sigma <= 0:
-        raise ValueError('--verifier-k must be at least 1 and --verifier-sigma positive')
-    return checkpoint_sampler(args.ckpt, device, args.steps, args.verifier_k, args.verifier_sigma,
-                              args.verifier_rule, args.sample_precision, bool(args.compile))[0]
-
-
-def run_bench(detector, args, device):
-    """Feature extraction (preprocessing + Inception, exact fp32): img/s, ms/batch, peak memory, GFLOP per image and
-    the achieved rate as a share of the device's measured fp32 matmul rate; and the time of one Fréchet distance
-    between two 2048-d statistics. The warm-up is a full batch: oneDNN and cuDNN build their kernels per shape."""
-    images = torch.randint(0, 256, (max(args.num, args.batch), 3, 32, 32), dtype=torch.uint8)
-    features(detector, images[:args.batch], args.mode, device)  # warm-up at the timed shape
-    common.sync(device)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for batch in image_batches(images, args.batch):
-        features(detector, batch, args.mode, device)
-    common.sync(device)
-    dt = time.perf_counter() - t0
-    ips, ms = len(images) / dt, 1000 * dt / -(-len(images) // args.batch)
-    one = preprocess(images[:1], args.mode).to(device)
-    with torch.no_grad():
-        flops = common.count_flops(lambda: detector(one))
-    roof = common.matmul_roof(device)
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(2, 4096, 2048))
-    s1, s2 = np.cov(a, rowvar=False), np.cov(np.abs(b), rowvar=False)
-    t0 = time.perf_counter()
-    frechet_distance(a.mean(0), s1, np.abs(b).mean(0), s2)
-    fd = time.perf_counter() - t0
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu ({torch.get_num_threads()} threads)'
-    print(f'fid bench: {ips:.1f} img/s feature extraction  {ms:.0f} ms/batch  batch {args.batch}  {name}  '
-          f'peak mem {common.peak_memory_gb(device):.2f} GiB')
-    print(f'fid bench: {flops / 1e9:.3g} GFLOP/img -> {ips * flops / 1e9:.1f} GFLOP/s = '
-          f'{100 * ips * flops / roof:.0f}% of this device\'s measured fp32 matmul rate ({roof / 1e9:.1f} GFLOP/s)')
-    print(f'fid bench: Frechet distance 2048x2048: {fd:.2f} s')
-    return ips
+        with mixed():
+            if ckpt['kind'] == 'generator':
+                return one_step(seeds)
+            z = common.seeded_latents(seeds, [net.img_channels, net.img_resolution, net.img_resolution], device)
+            labels = common.seeded_labels(seeds, net.label_dim, device)
+            return common.to_uint8(common.edm_sampler(common.net_denoiser(net), z, labels, num_steps=steps))
+    return sample
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=common.HelpFormatter, allow_abbrev=False)
     sub = p.add_subparsers(dest='cmd', required=True)
-    ref = sub.add_parser('ref', help='reference statistics of a dataset')
-    ref.add_argument('--dataset', required=True, help='cifar10 | fashion-mnist | folder or zip (see common.py)')
-    ref.add_argument('--split', default='train', help='train (the standard CIFAR-10 reference) | test')
-    ref.add_argument('--data-dir', default=None, help='where cifar-10-python.tar.gz lives')
-    ref.add_argument('--no-download', action='store_true')
+    sub_args = dict(formatter_class=common.HelpFormatter, allow_abbrev=False)
+    ref = sub.add_parser('ref', help='reference statistics of a dataset', **sub_args)
+    ref.add_argument('--dataset', required=True, help='cifar10 | fashion-mnist | folder or zip of images')
+    ref.add_argument('--split', default='train', choices=['train', 'test'], help='train: the standard reference')
+    ref.add_argument('--data-dir', default=common.DEFAULT_DATA_DIR, help='where cifar-10-python.tar.gz is downloaded')
+    ref.add_argument('--no-download', action='store_true', help='never download data or weights')
     ref.add_argument('--out', required=True, help='output .npz (mu, sigma, mode, count)')
     ref.add_argument('--per-class', type=int, default=0, help='only the first N images of each class (a cheaper, '
                      'class-balanced reference for small studies; 0 = all, the standard)')
-    calc = sub.add_parser('calc', help='FID of a checkpoint or of a folder / zip of images')
+    calc = sub.add_parser('calc', help='FID of a checkpoint or of a folder / zip of images', **sub_args)
     src = calc.add_mutually_exclusive_group(required=True)
     src.add_argument('--ckpt', help='teacher (Heun, EMA) or one-step generator checkpoint')
     src.add_argument('--images', help='folder or zip of images')
-    calc.add_argument('--ref', required=True, help='reference statistics .npz')
+    calc.add_argument('--ref', required=True, help='reference statistics .npz (fid.py ref)')
     calc.add_argument('--save-stats', default=None, help='also write the samples\' statistics here')
-    sample = sub.add_parser('sample', help='write a checkpoint\'s images of seeds 0..num-1 to a zip of PNGs')
+    sample = sub.add_parser('sample', help='write a checkpoint\'s images of seeds 0..num-1 to a zip of PNGs', **sub_args)
     sample.add_argument('--ckpt', required=True, help='teacher (Heun, EMA) or one-step generator checkpoint')
     sample.add_argument('--out', required=True, help='the .zip to write')
-    bench = sub.add_parser('bench', help='time feature extraction and one 2048x2048 Frechet distance')
-    bench.add_argument('--num', type=int, default=100, help='random 32x32 images to push through the network')
     for q in (calc, sample):
-        q.add_argument('--num', type=int, default=50000, help='images to generate (standard: 50000)')
-        q.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM: 18)')
-        q.add_argument('--verifier-k', type=int, default=1, help='score-free generators: candidates per image, '
-                       'chosen by the classifier (the ratio as a verifier, DiffRatio v5); 1 = off')
-        q.add_argument('--verifier-sigma', type=float, default=0.1, help='σ at which the classifier scores them (ours)')
-        q.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'],
-                       help='resample: ∝ e^{-c} (importance resampling, ours); best: the smallest c')
+        q.add_argument('--num', type=int, default=50000, help='images to generate (the standard: 50000)')
+        q.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM)')
         q.add_argument('--sample-precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
-                       help='the generating network\'s precision (fp32 as EDM\'s generate.py; bf16 autocast is '
-                       'meant for GPUs; on a study generator FID-1k moved by 0.22, README); features are always exact fp32')
+                       help='the generating network\'s precision (fp32: EDM\'s generate.py; bf16 is meant for '
+                       'GPUs; results/NOTES.md, precision); the features are always exact fp32')
         q.add_argument('--compile', type=int, default=0, help='torch.compile the generating network (pays off for '
-                       'Heun\'s 35 evaluations per image on a GPU; the features stay eager, exact fp32)')
-    for q in (ref, calc, sample, bench):
+                       'Heun\'s 35 evaluations per image on a GPU)')
+    for q in (ref, calc, sample):
         q.add_argument('--batch', type=int, default=250, help='images per forward pass')
         q.add_argument('--device', default='auto', help='auto | cuda | cpu')
-    for q in (ref, calc, bench):
-        q.add_argument('--mode', default='tf', choices=MODES, help='preprocessing pipeline (tf = TTUR / EDM)')
+    for q in (ref, calc):
+        q.add_argument('--mode', default='tf', choices=MODES, help='preprocessing pipeline (tf: TTUR, EDM)')
         q.add_argument('--inception', default=None, help='local weights file (offline); default: download')
     args = p.parse_args(argv)
-    device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available() else
-                          'cpu' if args.device == 'auto' else args.device)
+    parser = {'ref': ref, 'calc': calc, 'sample': sample}[args.cmd]
+    if args.batch < 1 or getattr(args, 'num', 2) < 2 or getattr(args, 'steps', 1) < 1 or getattr(args, 'per_class', 0) < 0:
+        parser.error('--batch and --steps must be at least 1, --num at least 2, --per-class at least 0')
+    if getattr(args, 'images', None):
+        common.refuse_flags(parser, argv, ['num', 'steps', 'sample_precision', 'compile'], 'with --images')
+    if args.cmd == 'ref' and args.dataset not in ('cifar10', 'fashion-mnist'):
+        common.refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH')
+    device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     try:
         if args.cmd == 'sample':
-            save_samples(checkpoint_sampler_from_args(args, device), args.num, args.out, batch=args.batch)
+            sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile))
+            save_samples(sample, args.num, args.out, batch=args.batch)
             print(f'wrote {args.out}: {args.num} images of {args.ckpt} (seeds 0..{args.num - 1})')
             return
-        detector = get_detector(args.inception, device)
-        if args.cmd == 'bench':
-            return run_bench(detector, args, device)
+        allow = not getattr(args, 'no_download', False)
+        common.preflight([lambda: inception_file(args.inception, allow)] +  # before any sampling or decoding
+                         ([lambda: load_stats(args.ref)] if args.cmd == 'calc' else
+                          [lambda: common.dataset_source(args.dataset, args.data_dir, allow)]))
+        detector = get_detector(args.inception, device, allow)
         if args.cmd == 'ref':
-            data = common.load_dataset(args.dataset, args.data_dir or common.DEFAULT_DATA_DIR, args.split,
-                                       not args.no_download)
+            data = common.load_dataset(args.dataset, args.data_dir, args.split, not args.no_download)
             images = data.images
             if args.per_class:
                 if data.labels is None:
@@ -698,25 +679,24 @@ def main(argv=None):
                 keep = torch.cat([torch.nonzero(data.labels == c)[:args.per_class, 0] for c in range(data.num_classes)])
                 images = images[keep.sort().values]
             stats = stats_from_batches(image_batches(images, args.batch), detector, args.mode, device,
-                                       log_every=5000)
-            mu, sigma = stats.mean_cov()
-            save_stats(args.out, mu, sigma, args.mode, stats.n)
+                                       total=len(images), what='fid reference')
+            save_stats(args.out, *stats.mean_cov(), args.mode, stats.n)
             print(f'wrote {args.out}: {stats.n} images of {data.name}, mode {args.mode}')
             return
         if args.images:
             images = common.load_image_folder(args.images).images
             batches, num = image_batches(images, args.batch), len(images)
         else:
-            sample, seeds = checkpoint_sampler_from_args(args, device), list(range(args.num))
-            batches, num = (sample(seeds[i:i + args.batch]) for i in range(0, args.num, args.batch)), args.num
-        stats = stats_from_batches(batches, detector, args.mode, device, log_every=5000)
+            sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile))
+            seeds, num = list(range(args.num)), args.num
+            batches = (sample(seeds[i:i + args.batch]) for i in range(0, num, args.batch))
+        stats = stats_from_batches(batches, detector, args.mode, device, total=num, what=f'fid ({metric_name(num)})')
         if args.save_stats:
-            mu, sigma = stats.mean_cov()
-            save_stats(args.save_stats, mu, sigma, args.mode, stats.n)
+            save_stats(args.save_stats, *stats.mean_cov(), args.mode, stats.n)
         value = fid_from_stats(stats, args.ref, args.mode)
         print(f'{metric_name(num)} {value:.4f}')
         return value
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)
 

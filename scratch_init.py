@@ -20,6 +20,7 @@ The paper predicts teacher ≫ mapping, single_sigma ≫ random failing. This sc
 import argparse
 import json
 import os
+import sys
 
 import torch
 
@@ -32,7 +33,7 @@ METHODS = {'score_free': score_free, 'diff_instruct': diff_instruct}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=common.HelpFormatter, allow_abbrev=False)
     p.add_argument('--method', default='score_free', choices=sorted(METHODS), help='the one-step method to train')
     p.add_argument('--arms', default='teacher,random,mapping,single_sigma', help=f'comma-separated, of {ARMS}')
     p.add_argument('--outdir', default='runs/scratch_init', help='one sub-folder per arm, plus summary.json')
@@ -42,12 +43,18 @@ def parse_args(argv=None):
     p.add_argument('--init-batch', type=int, default=128, help='batch of that pre-training (ours)')
     p.add_argument('--mapping-pairs', type=int, default=50000, help='teacher Heun samples to regress on (ours)')
     p.add_argument('--mapping-steps', type=int, default=18, help='Heun steps for those samples (EDM)')
+    argv = sys.argv[1:] if argv is None else argv
     args, rest = p.parse_known_args(argv)
     arms = [a for a in args.arms.split(',') if a]
     bad = [a for a in arms if a not in ARMS]
     if bad or not arms:
         p.error(f'--arms: unknown {bad}; choose from {ARMS}')
     args.arms = arms
+    if 'mapping' not in arms:
+        common.refuse_flags(p, argv, ['mapping_pairs', 'mapping_steps'], 'without the mapping arm')
+    if not {'mapping', 'single_sigma'} & set(arms):
+        common.refuse_flags(p, argv, ['init_kimg', 'init_lr', 'init_batch'], 'without a pre-trained arm (mapping, '
+                            'single_sigma)')
     if '--outdir' in rest or '--resume' in rest:
         p.error('--outdir is set per arm by scratch_init.py; --resume is not supported here')
     if args.init_kimg <= 0 or args.init_batch <= 0 or args.mapping_pairs <= 0:

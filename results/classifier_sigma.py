@@ -7,7 +7,8 @@ Trains score_free.py's classifier for --steps iterations against the frozen teac
 warm-up, on the JPEG CIFAR-10 of ../shared), then, for a fixed grid of σ, prints on 128 generated and 128 real
 images: the accuracy on each side, the mean logit on each side, the mean norm of the generator-side input
 gradient σ²‖∇ₓc‖ (what w(σ) = σ² multiplies), and that norm's share of the whole update once weighted by how
-often EDM's log-normal draws σ. Writes the table to results/classifier_sigma.md.
+often EDM's log-normal draws σ. Writes the table to results/classifier_sigma.md (OUT=... elsewhere). Variants of the classifier measured this way
+with options since removed are in results/NOTES.md.
 
 With --di-steps N it also trains Diff-Instruct's fake score (a copy of the teacher, diff_instruct.fake_score_loss,
 lr 1e-4, Adam β = (0, 0.999)) for N steps on the same frozen generator, and compares per σ, image by image, the two
@@ -15,7 +16,6 @@ methods' updates of x₀: Diff-Instruct's D_fake − D_teacher (= σ²(s_q − s
 score-free's σ²∇ₓc (the same quantity as the classifier estimates it): their norms, their shares, and the cosine
 between them (1: the classifier points where Diff-Instruct, which works at this scale, points).
 """
-import contextlib
 import copy
 import os
 import sys
@@ -52,12 +52,11 @@ def main(argv):
     data = common.load_dataset(args.dataset, args.data_dir, 'train', False)
     reals = common.BatchSampler(data, args.batch, device, 0, 0, False)
     teacher, _ = edm_import.load_teacher(args.teacher, device, False)
-    G, _, cls, opts = score_free.build_nets(teacher, args, device)
-    nets = (G, G, cls, cls, cls)
+    nets = score_free.build_nets(teacher, args, device)
+    G, cls, fp32 = nets.G, nets.cls, common.Precision(device, 'fp32')
     t0 = time.time()
     for i in range(steps):
-        stats = score_free.iteration(args, nets, opts, [None, None], contextlib.nullcontext, reals, args.batch,
-                                     device, train_G=False)
+        stats = score_free.iteration(nets, fp32, reals, args.batch, args, train_G=False)
     print(f'{steps} classifier steps in {time.time() - t0:.0f} s: BCE {stats[0]:.3f}, accuracy fake / real '
           f'{stats[2]:.2f} / {stats[3]:.2f}')
     cls.requires_grad_(False)
@@ -67,7 +66,7 @@ def main(argv):
     rng = torch.get_rng_state()  # the comparison below sees the same noise whether the fake score is cached or not
     fake = train_fake_score(teacher, G, args, di_steps) if di_steps else None
     torch.set_rng_state(rng)
-    log_normal = torch.distributions.Normal(args.P_mean, args.P_std)
+    log_normal = torch.distributions.Normal(-1.2, 1.2)  # EDM's ln σ
     rows = []
     for s in SIGMAS:
         sigma = torch.full((128, 1, 1, 1), float(s))
@@ -125,7 +124,7 @@ def train_fake_score(teacher, G, args, steps, lr=1e-4):
     for _ in range(steps):
         with torch.no_grad():
             x0 = common.generate_one_step(G, torch.randn(args.batch, 3, 32, 32), args.sigma_init)
-        loss = diff_instruct.fake_score_loss(fake, x0, None, args.P_mean, args.P_std).mean()
+        loss = diff_instruct.fake_score_loss(fake, x0).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

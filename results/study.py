@@ -48,7 +48,7 @@ TIERS = {
         init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
         per_class=200, fid_num=1000, device='cpu'),
     # The GPU tier is one device call of at most 10 minutes (a borrowed H100/H200: no network, no Inception weights,
-    # 64 MiB in and out). A GPU's speed is not known until it runs, so the budgets are seconds: two --bench runs
+    # 64 MiB in and out). A GPU's speed is not known until it runs, so the budgets are seconds: two results/bench.py runs
     # at the start measure the teacher's and Diff-Instruct's img/s, and size_budget turns the seconds into kimg
     # (budget.json; every arm gets the same kimg, sized by Diff-Instruct, the slowest). FID points save their
     # images (--fid-ref samples) and `study.py fid` measures them where the weights are.
@@ -132,25 +132,25 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def fid_calc(p, args, out_json, extra, wall_s=None):
-    """fid.py calc once; the value, its metric name and wall time (or the given one: the sampling's, when the
+def fid_calc(p, args, out_json, extra, wall_s=None, cmd=('fid.py', 'calc')):
+    """fid.py calc (or score_free.py verify) once; the value, its metric name and wall time (or the given one: the sampling's, when the
     images were made elsewhere) go to out_json (skipped when it exists)."""
     if os.path.isfile(out_json):
         return
     log = out_json[:-5] + '.log'
     t0 = time.time()
-    sh(['fid.py', 'calc', '--ref', p['ref'], '--inception', p['inception'], '--device', args.device_flag] + extra, log)
+    sh(list(cmd) + ['--ref', p['ref'], '--inception', p['inception'], '--device', args.device_flag] + extra, log)
     name, value = open(log).read().split('# wall')[-2].split()[-2:]
     write_json(out_json, {'metric': name, 'value': float(value),
                           'wall_s': round(time.time() - t0, 1) if wall_s is None else wall_s})
 
 
-def sample_step(args, out_zip, extra):
-    """fid.py sample once (the --fid-ref samples tiers): the zip, and the sampling's wall time in <zip>_wall.json
+def sample_step(args, out_zip, extra, cmd=('fid.py', 'sample')):
+    """fid.py sample (or score_free.py verify) once (the --fid-ref samples tiers): the zip, and the sampling's wall time in <zip>_wall.json
     (`study.py fid` reports that time, not its own)."""
     if os.path.isfile(out_zip):
         return
-    wall = sh(['fid.py', 'sample', '--out', out_zip, '--device', args.device_flag] + extra,
+    wall = sh(list(cmd) + ['--out', out_zip, '--device', args.device_flag] + extra,
               out_zip[:-4] + '_sample.log')
     write_json(out_zip[:-4] + '_wall.json', {'wall_s': round(wall, 1)})
 
@@ -170,15 +170,14 @@ def size_budget(cfg, rates):
 
 
 def measure_budget(cfg, p):
-    """budget.json of a tier sized in seconds: the teacher's and Diff-Instruct's --bench img/s on this device,
+    """budget.json of a tier sized in seconds: the teacher's and Diff-Instruct's img/s (results/bench.py) on this device,
     measured once (a resumed study keeps its budget)."""
     path = os.path.join(p['base'], 'budget.json')
     if not os.path.isfile(path):
         b, rates = cfg['bench'], {}
-        for name, script, batch in (('teacher', 'teacher.py', b['teacher_batch']),
-                                    ('diff_instruct', 'diff_instruct.py', b['arm_batch'])):
+        for name, batch in (('teacher', b['teacher_batch']), ('diff_instruct', b['arm_batch'])):
             log = os.path.join(p['base'], f'bench_{name}.log')
-            sh([script, '--bench', '--preset', b['preset'], '--batch', str(batch), '--bench-steps', str(b['steps']),
+            sh(['results/bench.py', name, '--preset', b['preset'], '--batch', str(batch), '--steps', str(b['steps']),
                 '--device', cfg['device']], log)
             rates[name] = float(re.findall(r'bench \w+: ([\d.]+) img/s', open(log).read())[-1])
         write_json(path, size_budget(cfg, rates))
@@ -195,8 +194,11 @@ def arm_command(name, cfg, p, init_method, fid_num, budget=None):
     claim, script, extra = ARMS[name]
     out = arm_dir(p, name)
     if script == 'scratch_init.py':
-        cmd = [script, '--method', init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1']
-        cmd += extra + flags(cfg, 'init', budget)
+        cmd = [script, '--method', init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1'] + extra
+        init = flags(cfg, 'init', budget)  # each arm gets the pre-training flags it uses (scratch_init refuses others)
+        for flag, value in zip(init[::2], init[1::2]):
+            if extra[1] == 'mapping' or (extra[1] == 'single_sigma' and not flag.startswith('--mapping')):
+                cmd += [flag, value]
     else:
         resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
         cmd = [script, '--outdir', out] + extra + resume
@@ -250,12 +252,13 @@ def run(args):
     gen = os.path.join(arm_dir(p, 'sf_rkl'), 'generator.pt')
     if os.path.isfile(gen):
         for k in VERIFIER_KS[1:] if samples else VERIFIER_KS:  # (samples: k = 1 is the arm's own last point)
-            extra = ['--ckpt', gen, '--num', fid_num, '--verifier-k', str(k), '--verifier-sigma',
-                     str(args.verifier_sigma), '--verifier-rule', args.verifier_rule]
+            extra = ['--ckpt', gen, '--num', fid_num, '--k', str(k), '--sigma', str(args.verifier_sigma),
+                     '--rule', args.verifier_rule]
+            verify = ('score_free.py', 'verify')
             if samples:
-                sample_step(args, os.path.join(p['base'], f'verifier_k{k}.zip'), extra)
+                sample_step(args, os.path.join(p['base'], f'verifier_k{k}.zip'), extra, verify)
             else:
-                fid_calc(p, args, os.path.join(p['base'], f'verifier_k{k}.json'), extra)
+                fid_calc(p, args, os.path.join(p['base'], f'verifier_k{k}.json'), extra, cmd=verify)
     print(f'study ({args.tier}) complete: python results/study.py ' +
           (f'pack --tier {args.tier} --to DIR, then here: unpack, fid and report' if samples else
            f'report --tier {args.tier}'))
@@ -488,7 +491,7 @@ def report(args):
          f'(scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first).', '']
     if budget and isinstance(budget['rates'], dict):
         device = load(os.path.join(p['base'], 'device.json')) or {}
-        L += [f'**Sized on the device** ({device.get("name", "unrecorded")}): `--bench` measured the teacher at '
+        L += [f'**Sized on the device** ({device.get("name", "unrecorded")}): `results/bench.py` measured the teacher at '
               f'{budget["rates"]["teacher"]} img/s and Diff-Instruct at {budget["rates"]["diff_instruct"]} img/s '
               f'({cfg["bench"]["preset"]} preset), which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items())
               + ' of training into the kimg above '

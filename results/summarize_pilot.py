@@ -91,7 +91,8 @@ def main(root='runs/pilot', screens='runs/screen', screens2='runs/screen2'):
             'BCE (2nd half)', 'acc fake / real (2nd half)', 'img/s', 'fid2k']
     teacher = os.path.join(root, 'teacher', 'fid2k.txt')
     lines = ['# Pilot: score-free vs Diff-Instruct on real images (CPU scale)', '',
-             'Made by `python results/summarize_pilot.py` from the runs of `bash results/pilot_score_free.sh`.',
+             'Made by `python results/summarize_pilot.py` from the runs of `bash results/pilot_score_free.sh`; the arms',
+             'and screens with options since removed ran at commit eb25876 (results/NOTES.md).',
              'JPEG CIFAR-10 (lossy: these FIDs compare only with each other), tiny teacher (120 kimg), every arm',
              '16 kimg at batch 64 from it; FID-2k against 200 training images per class, TF pipeline, real weights.',
              '']

@@ -33,6 +33,22 @@ def write_image_folder(root, n_per_class=6, classes=('cat', 'dog'), size=32, cha
 
 
 @pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network: every connection fails as it does on a machine without DNS; nothing cached."""
+    import socket
+    import urllib.error
+    import common
+    import edm_import
+    import fid
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-2, 'Name or service not known'))
+    monkeypatch.setattr(common.urllib.request, 'urlopen', refuse)
+    monkeypatch.setattr(fid, 'CACHE_DIR', str(tmp_path / 'cache' / 'fid'))
+    monkeypatch.setattr(edm_import, 'CACHE_DIR', str(tmp_path / 'cache' / 'edm'))
+
+
+@pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(str(tmp_path / 'images'))
 

@@ -1,6 +1,5 @@
 """Tests of common.py: the network against EDM's golden outputs and key list, EDM's formulas, the Heun
 sampler against closed forms, EMA, checkpoints, data loaders, DDP."""
-import contextlib
 import gzip
 import hashlib
 import io
@@ -546,25 +545,32 @@ def test_teacher_trains_with_augmentation(image_folder, tmp_path):
     assert ck['net_config']['augment_dim'] == 9 and ck['config']['xflip'] == 0
 
 
-def test_setup_precision_cuda_branch_takes_the_flag_as_argparse_gives_it():
-    """--tf32 arrives as an int; torch's TF32 switches accept only bools (the first GPU run died here). The CUDA
-    branch only sets backend flags, so it runs on a CPU machine too; the flags are restored after."""
+def test_precision_turns_tf32_off_on_cuda_and_autocasts_only_there():
+    """On CUDA: TF32 off (EDM's and Diff-Instruct's fp32), autocast in the asked dtype, a scaler only for fp16 (its
+    CUDA branch only sets flags and objects, so it runs on a CPU machine; the flags are restored after). On CPU:
+    fp32, no autocast, a pass-through scaler."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     try:
-        for tf32 in (0, 1):
-            autocast, scaler = common.setup_precision(torch.device('cuda'), 'bf16', tf32)
-            assert torch.backends.cuda.matmul.allow_tf32 is bool(tf32)
-            assert torch.backends.cudnn.allow_tf32 is bool(tf32)
-            assert scaler is None and autocast is not contextlib.nullcontext
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        for name, dtype in (('bf16', torch.bfloat16), ('fp16', torch.float16), ('fp32', None)):
+            amp = common.Precision(torch.device('cuda'), name)
+            assert amp.dtype == dtype and amp.name == (f'{name} autocast' if dtype else 'fp32')
+            assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
+    cpu = common.Precision(torch.device('cpu'), 'bf16')
+    assert cpu.dtype is None and cpu.name == 'fp32' and not cpu.scaler.is_enabled()
+    with cpu.autocast():
+        assert not torch.is_autocast_enabled('cpu')
+    with pytest.raises(ValueError, match='--precision must be'):
+        common.Precision(torch.device('cpu'), 'fp8')
 
 
 def test_compile_keeps_eager_random_numbers():
     """--compile 1 must not change the dropout masks or where the RNG stream goes (Inductor's own generator would:
     a resume with the other --compile setting would then not continue the same run). Compiling costs a minute
-    here, so this checks the switch; results/compile_check.py measured its effect (README). Torch's own patch()
+    here, so this checks the switch; results/NOTES.md has its measured effect. Torch's own patch()
     restores the setting (pytest 9.2's monkeypatch would delete it: torch's config keys live outside __dict__)."""
     with torch._inductor.config.patch(fallback_random=False):
         net = common.build_net('tiny', 32, 3, 0, 0.13)
@@ -576,7 +582,7 @@ def test_compile_keeps_eager_random_numbers():
 
 def test_group_norm_runs_in_the_autocast_dtype():
     """CUDA's autocast runs group_norm in float32 and keeps float32 copies for the backward: the bf16 edm net then
-    keeps 114.5 MiB per image against 65.7 with the norm in bf16 (results/activation_memory.py --bf16), which was
+    keeps 114.5 MiB per image against 65.7 with the norm in bf16 (results/NOTES.md, GroupNorm), which was
     the H200's 54 GB at batch 512. GroupNorm pins the autocast dtype whatever its input's (a float32 input stands
     in here for CUDA's upcast: CPU's autocast leaves it float32), with float32 statistics inside the kernel."""
     norm = common.GroupNorm(64)

@@ -4,6 +4,7 @@ import os
 import socket
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,15 +12,6 @@ import common
 import fid
 import score_free
 from conftest import write_image_folder
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network: every connection fails as it does on a machine without DNS; nothing cached."""
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError(socket.gaierror(-2, 'Name or service not known'))
-    monkeypatch.setattr(common.urllib.request, 'urlopen', refuse)
-    monkeypatch.setattr(fid, 'CACHE_DIR', str(tmp_path / 'cache' / 'fid'))
 
 
 def one_line_error(capsys, fn):
@@ -30,17 +22,22 @@ def one_line_error(capsys, fn):
     return err[-1]
 
 
-def test_main_command_offline_is_one_line_naming_url_and_flag(offline, capsys, tmp_path):
-    line = one_line_error(capsys, lambda: score_free.main(['--dataset', 'cifar10', '--device', 'cpu',
-                                                           '--data-dir', str(tmp_path / 'data')]))
-    assert line.startswith('error: could not download CIFAR-10 from https://www.cs.toronto.edu/~kriz/')
+def test_main_command_offline_names_url_and_flag_of_each_missing_input(offline, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        score_free.main(['--dataset', 'cifar10', '--device', 'cpu', '--data-dir', str(tmp_path / 'data')])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'Traceback' not in err
+    line = next(l for l in err.splitlines() if 'CIFAR-10' in l)  # the pre-flight lists every missing input
+    assert line.startswith('  - could not download CIFAR-10 from https://www.cs.toronto.edu/~kriz/')
     assert 'Name or service not known' in line and '--no-download' in line and str(tmp_path / 'data') in line
     assert not os.listdir(tmp_path / 'data')  # no partial file left behind
 
 
 def test_fid_calc_offline_names_the_weights_and_inception_flag(offline, capsys, tmp_path):
     folder = write_image_folder(str(tmp_path / 'imgs'), n_per_class=2)
-    line = one_line_error(capsys, lambda: fid.main(['calc', '--images', folder, '--ref', 'x.npz', '--device', 'cpu']))
+    ref = str(tmp_path / 'ref.npz')
+    fid.save_stats(ref, np.zeros(4), np.eye(4), 'tf', 10)
+    line = one_line_error(capsys, lambda: fid.main(['calc', '--images', folder, '--ref', ref, '--device', 'cpu']))
     assert line.startswith('error: could not download the FID Inception weights from https://github.com/mseitzer')
     assert '--inception PATH' in line
 

@@ -2,7 +2,6 @@
 same run, --sample and --bench work, bad input gives clear errors, torchrun with two CPU processes runs."""
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -82,18 +81,8 @@ def test_teacher_sample_writes_images(image_folder, tmp_path):
                                                   '000004.png', 'grid.png']
 
 
-def test_teacher_bench_prints_figures_on_cpu():
-    r = run_script('teacher.py', '--bench', '--preset', 'tiny', '--batch', '4', '--bench-steps', '2', '--device', 'cpu')
-    assert r.returncode == 0, r.stderr
-    assert 'img/s' in r.stdout and 'ms/step' in r.stdout and 'peak mem' in r.stdout and 'MFU' in r.stdout
-    # on a CPU the MFU is against the measured fp32 matmul rate (no datasheet figure); a share, not 'n/a'
-    ips, gflop, share = re.search(r'([\d.]+) img/s .* ([\d.]+) GFLOP/img  MFU (\d+)% of the measured fp32 matmul '
-                                  r'rate \((\d+) GFLOP/s\)', r.stdout).group(1, 2, 3)
-    assert float(ips) > 0 and float(gflop) > 0 and 0 <= int(share) <= 100
-
-
 @pytest.mark.parametrize('args,message', [
-    (['--preset', 'huge'], '--preset must be one of'),
+    (['--preset', 'huge'], "argument --preset: invalid choice: 'huge'"),
     (['--batch', '0'], 'must be positive'),
     (['--sample', '4'], '--sample needs --ckpt'),
 ])
@@ -134,11 +123,3 @@ def test_teacher_edm_preset_runs_under_torchrun(image_folder, tmp_path):
     assert 'edm  55.73M params' in r.stdout and 'world 2' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
     assert ck['cur_nimg'] == 4 and ck['net_config']['augment_dim'] == 9
-
-
-def test_teacher_check_precision_reports_the_cosine(image_folder):
-    r = run_script('teacher.py', '--check-precision', '--dataset', image_folder, '--preset', 'tiny', '--batch', '4',
-                   '--check-steps', '0,2', '--device', 'cpu')
-    assert r.returncode == 0, r.stderr
-    lines = [l for l in r.stdout.splitlines() if 'cosine(bf16, fp32)' in l]
-    assert len(lines) == 2 and all(float(l.split('cosine(bf16, fp32)')[1].split()[0]) >= 0.99 for l in lines), r.stdout
