@@ -1,8 +1,8 @@
 """The small shared core of the project; every script imports it.
 
-  1. the network: EDM's DDPM++ U-Net ("SongUNet") and EDM's preconditioning, parameter-compatible with the
-     official EDM checkpoints (same module names, shapes and forward function);
-  2. EDM's loss and Heun sampler, per-seed latents and the one-step generator G(z);
+  1. the networks: EDM's DDPM++ U-Net ("SongUNet", CIFAR-10) and ADM U-Net ("DhariwalUNet", ImageNet-64) and
+     EDM's preconditioning, parameter-compatible with the official EDM checkpoints (module names, shapes, function);
+  2. EDM's loss and samplers (Heun; stochastic), per-seed latents and the one-step generator G(z);
   3. runtime: devices and DDP, mixed precision, Adam, EMA, torch.compile;
   4. data: CIFAR-10 (official archive, md5-checked), folders and zips of images, Fashion-MNIST, downloads, the
      in-memory batch sampler and EDM's augmentation;
@@ -37,17 +37,23 @@ from torch import nn
 # 1. The network
 # ------------------------------------------------------------------------------------------------------
 
-def weight_init(shape, fan_in, fan_out):
-    """EDM's 'xavier_uniform': U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
-    return math.sqrt(6 / (fan_in + fan_out)) * (torch.rand(*shape) * 2 - 1)
+def weight_init(shape, fan_in, fan_out, mode='xavier_uniform'):
+    """EDM's initialisations: xavier_uniform (DDPM++), kaiming_uniform and kaiming_normal (ADM)."""
+    if mode == 'xavier_uniform':
+        return math.sqrt(6 / (fan_in + fan_out)) * (torch.rand(*shape) * 2 - 1)
+    if mode == 'kaiming_uniform':
+        return math.sqrt(3 / fan_in) * (torch.rand(*shape) * 2 - 1)
+    return math.sqrt(1 / fan_in) * torch.randn(*shape)  # kaiming_normal
 
 
 class Linear(nn.Module):
-    def __init__(self, in_features, out_features, bias=True, init_weight=1.0):
+    def __init__(self, in_features, out_features, bias=True, init_weight=1.0, init_bias=0.0, init_mode='xavier_uniform'):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(weight_init([out_features, in_features], in_features, out_features) * init_weight)
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        init = dict(fan_in=in_features, fan_out=out_features, mode=init_mode)
+        self.weight = nn.Parameter(weight_init([out_features, in_features], **init) * init_weight)
+        self.bias = nn.Parameter(weight_init([out_features], **init) * init_bias if init_bias else
+                                 torch.zeros(out_features)) if bias else None
 
     def forward(self, x):
         x = x @ self.weight.to(x.dtype).t()
@@ -58,21 +64,23 @@ class Conv2d(nn.Module):
     """k x k convolution with optional 2x up/down resampling by the [1,1] filter, applied before the conv.
     kernel=0 means 'resample only'. The filter is a buffer only when resampling (as in EDM's state_dicts)."""
 
-    def __init__(self, in_channels, out_channels, kernel, bias=True, up=False, down=False, init_weight=1.0):
+    def __init__(self, in_channels, out_channels, kernel, bias=True, up=False, down=False, init_weight=1.0,
+                 init_bias=0.0, init_mode='xavier_uniform'):
         super().__init__()
         assert not (up and down)
         self.in_channels, self.out_channels, self.up, self.down = in_channels, out_channels, up, down
-        fan_in, fan_out = in_channels * kernel * kernel, out_channels * kernel * kernel
-        self.weight = nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], fan_in, fan_out)
+        init = dict(fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel, mode=init_mode)
+        self.weight = nn.Parameter(weight_init([out_channels, in_channels, kernel, kernel], **init)
                                    * init_weight) if kernel else None
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if kernel and bias else None
+        self.bias = nn.Parameter(weight_init([out_channels], **init) * init_bias if init_bias else
+                                 torch.zeros(out_channels)) if kernel and bias else None
         f = torch.tensor([1.0, 1.0])
         self.register_buffer('resample_filter', (f.ger(f) / f.sum().square())[None, None] if up or down else None)
 
     def forward(self, x):
         # EDM resamples with a depthwise (transposed) conv by this filter; for the [1,1] box filter (the only one
-        # DDPM++ uses, checked when weights are loaded) that is exactly nearest-neighbour 2x upsampling and 2x2
-        # average pooling, which need no filter tensor per call
+        # DDPM++ and ADM use, checked when weights are loaded) that is exactly nearest-neighbour 2x upsampling and
+        # 2x2 average pooling, which need no filter tensor per call
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode='nearest')
         if self.down:
@@ -118,41 +126,52 @@ class PositionalEmbedding(nn.Module):
 
 
 class UNetBlock(nn.Module):
-    """Pre-activation residual block with a σ-embedding shift, optional resampling and self-attention."""
+    """Pre-activation residual block with a σ-embedding shift (ADM: scale and shift), optional resampling and
+    multi-head self-attention. The defaults are DDPM++'s; DhariwalUNet passes ADM's."""
 
-    def __init__(self, in_channels, out_channels, emb_channels, up=False, down=False, attention=False,
-                 dropout=0.0, skip_scale=math.sqrt(0.5), eps=1e-6):
+    def __init__(self, in_channels, out_channels, emb_channels, up=False, down=False, attention=False, num_heads=1,
+                 dropout=0.0, skip_scale=math.sqrt(0.5), eps=1e-6, adaptive_scale=False, resample_proj=True,
+                 init=None, init_zero=None, init_attn=None):
         super().__init__()
+        init, init_zero = init or {}, init_zero or dict(init_weight=1e-5)
+        init_attn = init_attn or dict(init_weight=math.sqrt(0.2))
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.dropout, self.skip_scale, self.attention = dropout, skip_scale, attention
+        self.dropout, self.skip_scale, self.adaptive_scale = dropout, skip_scale, adaptive_scale
+        self.num_heads = num_heads if attention else 0
         self.norm0 = GroupNorm(in_channels, eps=eps)
-        self.conv0 = Conv2d(in_channels, out_channels, 3, up=up, down=down)
-        self.affine = Linear(emb_channels, out_channels)
+        self.conv0 = Conv2d(in_channels, out_channels, 3, up=up, down=down, **init)
+        self.affine = Linear(emb_channels, out_channels * (2 if adaptive_scale else 1), **init)
         self.norm1 = GroupNorm(out_channels, eps=eps)
-        self.conv1 = Conv2d(out_channels, out_channels, 3, init_weight=1e-5)
+        self.conv1 = Conv2d(out_channels, out_channels, 3, **init_zero)
         self.skip = None
-        if in_channels != out_channels or up or down:
-            self.skip = Conv2d(in_channels, out_channels, 1, up=up, down=down)
-        if attention:
+        if in_channels != out_channels or up or down:  # ADM resamples its skip without a projection
+            kernel = 1 if resample_proj or in_channels != out_channels else 0
+            self.skip = Conv2d(in_channels, out_channels, kernel, up=up, down=down, **init)
+        if self.num_heads:
             self.norm2 = GroupNorm(out_channels, eps=eps)
-            self.qkv = Conv2d(out_channels, out_channels * 3, 1, init_weight=math.sqrt(0.2))
-            self.proj = Conv2d(out_channels, out_channels, 1, init_weight=1e-5)
+            self.qkv = Conv2d(out_channels, out_channels * 3, 1, **init_attn)
+            self.proj = Conv2d(out_channels, out_channels, 1, **init_zero)
 
     def forward(self, x, emb):
         orig = x
         x = self.conv0(F.silu(self.norm0(x)))
-        x = F.silu(self.norm1(x + self.affine(emb)[:, :, None, None].to(x.dtype)))
+        params = self.affine(emb)[:, :, None, None].to(x.dtype)
+        if self.adaptive_scale:
+            scale, shift = params.chunk(2, dim=1)
+            x = F.silu(torch.addcmul(shift, self.norm1(x), scale + 1))
+        else:
+            x = F.silu(self.norm1(x + params))
         x = self.conv1(F.dropout(x, p=self.dropout, training=self.training))
         x = (x + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
-        if self.attention:  # single head
+        if self.num_heads:
             n, c, h, w = x.shape
-            q, k, v = self.qkv(self.norm2(x)).reshape(n, c, 3, h * w).unbind(2)
+            q, k, v = self.qkv(self.norm2(x)).reshape(n * self.num_heads, c // self.num_heads, 3, h * w).unbind(2)
             x = (self.proj(attention(q, k, v).reshape(n, c, h, w)) + x) * self.skip_scale
         return x
 
 
 def attention(q, k, v):
-    """Single-head self-attention over [N, C, L] queries, keys and values, in float32 whatever the precision
+    """Self-attention over [N, C, L] queries (one head per row of N), keys and values, in float32 whatever the precision
     around it (EDM computes QKᵀ and the softmax in float32; under autocast einsum would otherwise run in bf16).
     Returns the input dtype."""
     with torch.autocast(q.device.type, enabled=False):
@@ -160,9 +179,32 @@ def attention(q, k, v):
         return torch.einsum('nqk,nck->ncq', attn, v.float()).to(q.dtype)
 
 
-class SongUNet(nn.Module):
-    """EDM's DDPM++ U-Net F(x, c_noise). Module names match EDM's, so official state_dicts load as they are.
-    Split into embed / encode / decode so that the score-free classifier can reuse the first two."""
+class UNet(nn.Module):
+    """What EDM's two U-Nets share: F(x, c_noise) = decode(encode(x, emb), emb) with emb = embed(c_noise, labels),
+    split so that the score-free classifier can reuse the teacher's embedding and encoder alone."""
+
+    def encode(self, x, emb):
+        skips = []  # every encoder output, for the decoder's skip connections
+        for block in self.enc.values():
+            x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
+            skips.append(x)
+        return skips
+
+    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
+        emb = self.embed(noise_labels, class_labels, augment_labels)
+        return self.decode(self.encode(x, emb), emb)
+
+    def augment(self, emb, augment_labels):
+        """+ the augment labels' embedding. None = all-zero labels (as official Diff-Instruct passes them): the
+        same output as skipping map_augment, but its weight gets a (zero) gradient, which DDP needs every step."""
+        if augment_labels is None:
+            augment_labels = torch.zeros([emb.shape[0], self.map_augment.in_features], device=emb.device)
+        return emb + self.map_augment(augment_labels.to(emb.dtype))
+
+
+class SongUNet(UNet):
+    """EDM's DDPM++ U-Net (its CIFAR-10 network). Module names match EDM's, so official state_dicts load as they
+    are."""
 
     def __init__(self, img_resolution=32, in_channels=3, out_channels=3, label_dim=0, augment_dim=0,
                  model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4,
@@ -212,19 +254,8 @@ class SongUNet(nn.Module):
         if self.map_label is not None:
             emb = emb + self.map_label(class_labels * math.sqrt(self.map_label.in_features))
         if self.map_augment is not None:
-            # No augmentation = all-zero augment labels (as official Diff-Instruct passes them): the same output
-            # as skipping map_augment, but its weight gets a (zero) gradient, which DDP needs at every step.
-            if augment_labels is None:
-                augment_labels = torch.zeros([emb.shape[0], self.map_augment.in_features], device=emb.device)
-            emb = emb + self.map_augment(augment_labels.to(emb.dtype))
+            emb = self.augment(emb, augment_labels)
         return F.silu(self.map_layer1(F.silu(self.map_layer0(emb))))
-
-    def encode(self, x, emb):
-        skips = []
-        for block in self.enc.values():
-            x = block(x, emb) if isinstance(block, UNetBlock) else block(x)
-            skips.append(x)
-        return skips
 
     def decode(self, skips, emb):
         x = skips[-1]
@@ -239,23 +270,99 @@ class SongUNet(nn.Module):
                 x = block(x, emb)
         return x
 
-    def forward(self, x, noise_labels, class_labels=None, augment_labels=None):
-        emb = self.embed(noise_labels, class_labels, augment_labels)
-        return self.decode(self.encode(x, emb), emb)
+    def drop_decoder(self):
+        del self.dec
+
+
+class DhariwalUNet(UNet):
+    """EDM's ADM U-Net (Dhariwal & Nichol 2021; EDM's ImageNet-64 network), by EDM's module names. Where it differs
+    from DDPM++: Kaiming initialisation with non-zero biases, the embedding's sinusoids without an endpoint and
+    unswapped, class labels added after the mapping layers, blocks that scale and shift by the embedding, skip
+    scale 1, GroupNorm eps 1e-5, one attention head per 64 channels, un-projected resampling skips."""
+
+    def __init__(self, img_resolution=64, in_channels=3, out_channels=3, label_dim=0, augment_dim=0,
+                 model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_emb=4, num_blocks=3,
+                 attn_resolutions=(32, 16, 8), dropout=0.10):
+        super().__init__()
+        emb_channels = model_channels * channel_mult_emb
+        init = dict(init_mode='kaiming_uniform', init_weight=math.sqrt(1 / 3), init_bias=math.sqrt(1 / 3))
+        init_zero = dict(init_mode='kaiming_uniform', init_weight=0.0)
+        block = dict(emb_channels=emb_channels, dropout=dropout, skip_scale=1.0, eps=1e-5, adaptive_scale=True,
+                     resample_proj=False, init=init, init_zero=init_zero, init_attn=init)
+        heads = lambda channels: channels // 64  # noqa: E731
+        self.map_noise = PositionalEmbedding(model_channels, endpoint=False)
+        self.map_augment = Linear(augment_dim, model_channels, bias=False, **init_zero) if augment_dim else None
+        self.map_layer0 = Linear(model_channels, emb_channels, **init)
+        self.map_layer1 = Linear(emb_channels, emb_channels, **init)
+        self.map_label = Linear(label_dim, emb_channels, bias=False, init_mode='kaiming_normal',
+                                init_weight=math.sqrt(label_dim)) if label_dim else None
+        self.enc = nn.ModuleDict()
+        cout = in_channels
+        for level, mult in enumerate(channel_mult):
+            res = img_resolution >> level
+            if level == 0:
+                self.enc[f'{res}x{res}_conv'] = Conv2d(cout, model_channels * mult, 3, **init)
+                cout = model_channels * mult
+            else:
+                self.enc[f'{res}x{res}_down'] = UNetBlock(cout, cout, down=True, **block)
+            for idx in range(num_blocks):
+                cin, cout = cout, model_channels * mult
+                self.enc[f'{res}x{res}_block{idx}'] = UNetBlock(cin, cout, attention=res in attn_resolutions,
+                                                                num_heads=heads(cout), **block)
+        skips = [b.out_channels for b in self.enc.values()]
+        self.dec = nn.ModuleDict()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            res = img_resolution >> level
+            if level == len(channel_mult) - 1:
+                self.dec[f'{res}x{res}_in0'] = UNetBlock(cout, cout, attention=True, num_heads=heads(cout), **block)
+                self.dec[f'{res}x{res}_in1'] = UNetBlock(cout, cout, **block)
+            else:
+                self.dec[f'{res}x{res}_up'] = UNetBlock(cout, cout, up=True, **block)
+            for idx in range(num_blocks + 1):
+                cin, cout = cout + skips.pop(), model_channels * mult
+                self.dec[f'{res}x{res}_block{idx}'] = UNetBlock(cin, cout, attention=res in attn_resolutions,
+                                                                num_heads=heads(cout), **block)
+        self.out_norm = GroupNorm(cout, eps=1e-5)
+        self.out_conv = Conv2d(cout, out_channels, 3, **init_zero)
+
+    def embed(self, noise_labels, class_labels=None, augment_labels=None):
+        emb = self.map_noise(noise_labels)
+        if self.map_augment is not None:
+            emb = self.augment(emb, augment_labels)
+        emb = self.map_layer1(F.silu(self.map_layer0(emb)))
+        if self.map_label is not None:
+            emb = emb + self.map_label(class_labels)
+        return F.silu(emb)
+
+    def decode(self, skips, emb):
+        x = skips[-1]
+        for block in self.dec.values():
+            if x.shape[1] != block.in_channels:
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = block(x, emb)
+        return self.out_conv(F.silu(self.out_norm(x)))
+
+    def drop_decoder(self):
+        del self.dec, self.out_norm, self.out_conv
+
+
+ARCHS = {'ddpmpp': SongUNet, 'adm': DhariwalUNet}
 
 
 class EDMPrecond(nn.Module):
     """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise) with EDM's four coefficients (σ_data = 0.5).
     `self.config` holds the constructor arguments: it is saved in every checkpoint to rebuild the net."""
 
-    def __init__(self, img_resolution=32, img_channels=3, label_dim=0, sigma_data=0.5, **unet_kwargs):
+    def __init__(self, img_resolution=32, img_channels=3, label_dim=0, sigma_data=0.5, arch='ddpmpp', **unet_kwargs):
         super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f'unknown network architecture {arch!r}; choose one of {sorted(ARCHS)}')
         self.config = dict(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim,
-                           sigma_data=sigma_data, **unet_kwargs)
+                           sigma_data=sigma_data, arch=arch, **unet_kwargs)
         self.img_resolution, self.img_channels, self.label_dim = img_resolution, img_channels, label_dim
         self.sigma_data = sigma_data
-        self.model = SongUNet(img_resolution=img_resolution, in_channels=img_channels, out_channels=img_channels,
-                              label_dim=label_dim, **unet_kwargs)
+        self.model = ARCHS[arch](img_resolution=img_resolution, in_channels=img_channels, out_channels=img_channels,
+                                 label_dim=label_dim, **unet_kwargs)
 
     def precond(self, sigma):
         sd = self.sigma_data
@@ -283,12 +390,17 @@ class EDMPrecond(nn.Module):
         return c_skip * x + c_out * F_x.to(torch.float32)
 
 
-# Presets. `edm` is the paper's / EDM's CIFAR-10 DDPM++ (55.7 M parameters, augment_dim 9 as in the official
-# checkpoints); `small` trains a usable CIFAR-10 teacher on one GPU in minutes (ours); `tiny` is for CPU tests.
+# Presets. `edm` is EDM's CIFAR-10 DDPM++ (55.7 M parameters, augment_dim 9 as in the official checkpoints) and
+# `adm` EDM's ImageNet-64 ADM (296 M); `small` trains a usable CIFAR-10 teacher on one GPU (ours); the tiny ones
+# are for CPU tests.
 PRESETS = {
     'edm': dict(model_channels=128, channel_mult=[2, 2, 2], num_blocks=4, attn_resolutions=[16], augment_dim=9),
     'small': dict(model_channels=64, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16], augment_dim=0),
     'tiny': dict(model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[16], augment_dim=0),
+    'adm': dict(arch='adm', model_channels=192, channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[32, 16, 8],
+                augment_dim=0),
+    'adm-tiny': dict(arch='adm', model_channels=32, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[32, 16],
+                     augment_dim=0),
 }
 
 
@@ -334,14 +446,26 @@ def edm_sigma_steps(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, devi
     return torch.cat([t, torch.zeros_like(t[:1])])
 
 
+# EDM's stochastic sampling of ImageNet-64 (Algorithm 2, its Table 5), with --steps 256 as EDM evaluates it.
+STOCHASTIC = dict(S_churn=40, S_min=0.05, S_max=50, S_noise=1.003)
+
+
 @torch.no_grad()
-def edm_sampler(denoise, latents, class_labels=None, num_steps=18, sigma_min=0.002, sigma_max=80, rho=7):
-    """EDM's deterministic Heun sampler (Algorithm 1, S_churn = 0) in float64: 2·num_steps − 1 calls of
-    denoise(x, sigma, class_labels) -> D(x; σ). latents ~ N(0, I) are scaled by σ_max."""
+def edm_sampler(denoise, latents, class_labels=None, num_steps=18, sigma_min=0.002, sigma_max=80, rho=7,
+                S_churn=0, S_min=0, S_max=float('inf'), S_noise=1, randn_like=torch.randn_like):
+    """EDM's sampler in float64, 2·num_steps − 1 calls of denoise(x, sigma, class_labels) -> D(x; σ): Heun's
+    method on the probability-flow ODE (Algorithm 1) when S_churn = 0; otherwise each step with S_min ≤ σ ≤ S_max
+    first raises σ by the factor 1 + γ, γ = min(S_churn/num_steps, √2 − 1), with fresh noise from randn_like
+    (Algorithm 2). latents ~ N(0, I) are scaled by σ_max."""
     t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho, latents.device)
     x_next = latents.to(torch.float64) * t_steps[0]
     for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
         x_cur = x_next
+        gamma = min(S_churn / num_steps, math.sqrt(2) - 1) if S_churn and S_min <= t_cur <= S_max else 0
+        if gamma:  # churn: x at σ = t_cur becomes x at t_hat = (1 + γ)·t_cur
+            t_hat = t_cur * (1 + gamma)
+            x_cur = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * S_noise * randn_like(x_cur)
+            t_cur = t_hat
         d_cur = (x_cur - denoise(x_cur, t_cur, class_labels).to(torch.float64)) / t_cur   # Euler step
         x_next = x_cur + (t_next - t_cur) * d_cur
         if i < num_steps - 1:                                                              # 2nd-order fix
@@ -358,6 +482,19 @@ def net_denoiser(net):
     return denoise
 
 
+def diffusion_sampler(net, device, steps=18, stochastic=False):
+    """sample(seeds, labels=None) -> uint8 images of a diffusion net by EDM's sampler from per-seed latents, labels
+    and noise: Heun (18 steps, EDM's CIFAR-10 protocol) or with EDM's stochastic churn (ImageNet-64: 256 steps)."""
+    shape = [net.img_channels, net.img_resolution, net.img_resolution]
+
+    def sample(seeds, labels=None):
+        z = seeded_latents(seeds, shape, device)
+        labels = seeded_labels(seeds, net.label_dim, device) if labels is None else labels
+        churn = dict(STOCHASTIC, randn_like=seeded_randn_like(seeds)) if stochastic else {}
+        return to_uint8(edm_sampler(net_denoiser(net), z, labels, num_steps=steps, **churn))
+    return sample
+
+
 def seeded_latents(seeds, shape, device):
     """One generator per seed, so image i depends only on seed i, not on the batch it was drawn in."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(device)
@@ -372,6 +509,20 @@ def seeded_labels(seeds, label_dim, device):
     return F.one_hot(torch.tensor(idx), label_dim).float().to(device)
 
 
+def seeded_randn_like(seeds, offset=3 << 40):
+    """randn_like(x) for the stochastic sampler: image i's noise from seed i's own stream (batch-independent)."""
+    gens = [torch.Generator().manual_seed(int(s) + offset) for s in seeds]
+    return lambda x: torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in gens]).to(x.device)
+
+
+def grid_labels(n, label_dim, device):
+    """The labels of a sample grid of a conditional net: one class per row (None for an unconditional one)."""
+    if not label_dim:
+        return None
+    cols = int(math.ceil(math.sqrt(n)))
+    return F.one_hot(torch.arange(n) // cols % label_dim, label_dim).float().to(device)
+
+
 def random_labels(batch, num_classes, device):
     return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
                                                   num_classes).float()
@@ -384,13 +535,14 @@ def generate_one_step(G, z, sigma_init, class_labels=None):
 
 
 def one_step_sampler(G, sigma_init, device):
-    """sample(seeds) -> uint8 images of the one-step generator, per-seed latents and labels (grids, FID)."""
+    """sample(seeds) -> uint8 images of the one-step generator, per-seed latents and labels (FID, grids)."""
     shape = [G.img_channels, G.img_resolution, G.img_resolution]
 
     @torch.no_grad()
-    def sample(seeds):
+    def sample(seeds, labels=None):  # labels: the grids' one class per row; default random per seed
         z = seeded_latents(seeds, shape, device)
-        return to_uint8(generate_one_step(G, z, sigma_init, seeded_labels(seeds, G.label_dim, device)))
+        labels = seeded_labels(seeds, G.label_dim, device) if labels is None else labels
+        return to_uint8(generate_one_step(G, z, sigma_init, labels))
     return sample
 
 
@@ -694,40 +846,66 @@ def decode_image(data):
 
 
 def load_image_folder(path, split=None):
-    """A folder or .zip of images laid out as [<split>/]<class>/<name>.{png,jpg}. Classes are the sorted folder
-    names (labels); a flat folder has no labels. The zip's sha256 is recorded."""
+    """A folder or .zip of images. With a dataset.json (EDM's dataset_tool.py: 00000/img00000000.png, ... and
+    {"labels": [[name, label], ...]}) its labels are the classes; otherwise the layout [<split>/]<class>/<name>.png
+    names them (sorted folder names), and a flat folder has none. A zip's sha256 is recorded."""
     if zipfile.is_zipfile(path):
         zf = zipfile.ZipFile(path)
-        files = sorted(n for n in zf.namelist() if n.lower().endswith(IMAGE_EXTS))
+        names = zf.namelist()
         read = zf.read
         checksum = 'sha256:' + file_digest(path, 'sha256')
     elif os.path.isdir(path):
-        files = sorted(os.path.relpath(os.path.join(r, f), path).replace(os.sep, '/')
-                       for r, _, fs in os.walk(path) for f in fs if f.lower().endswith(IMAGE_EXTS))
+        names = [os.path.relpath(os.path.join(r, f), path).replace(os.sep, '/') for r, _, fs in os.walk(path) for f in fs]
         read = lambda n: open(os.path.join(path, n), 'rb').read()  # noqa: E731
         checksum = None
     else:
         raise FileNotFoundError(f'dataset path {path!r} is neither a folder nor a zip file')
+    files = sorted(n for n in names if n.lower().endswith(IMAGE_EXTS))
     prefix = ''
     if split is not None and any(f.startswith(split + '/') for f in files):
         files = [f[len(split) + 1:] for f in files if f.startswith(split + '/')]
         prefix = split + '/'
     if not files:
         raise ValueError(f'no images ({", ".join(IMAGE_EXTS)}) found in {path!r}')
-    classes = sorted({f.split('/')[-2] for f in files if '/' in f})
-    labelled = classes and all('/' in f for f in files)
+    images = decode_images(path, [prefix + f for f in files], read)
+    if 'dataset.json' in names:  # EDM's format: the labels are in the file, not in the folder names
+        labels = edm_labels(path, [prefix + f for f in files], read)
+        num_classes = int(labels.max()) + 1 if labels is not None else 0
+    else:
+        classes = sorted({f.split('/')[-2] for f in files if '/' in f})
+        labelled = classes and all('/' in f for f in files)
+        labels = torch.tensor([classes.index(f.split('/')[-2]) for f in files]) if labelled else None
+        num_classes = len(classes) if labelled else 0
+    return Dataset(images, labels, num_classes, os.path.basename(path.rstrip('/')), checksum)
+
+
+def decode_images(path, files, read):
+    """uint8 [N, C, H, W] of every file, each read by read(name); a file that does not decode is named."""
     images = []
     for f in files:
         try:
-            images.append(decode_image(read(prefix + f)))
+            images.append(decode_image(read(f)))
         except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-            raise ValueError(f'{path}: {prefix + f} is not a readable image ({e}); remove or replace it') from None
+            raise ValueError(f'{path}: {f} is not a readable image ({e}); remove or replace it') from None
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise ValueError(f'images in {path!r} have different shapes {sorted(shapes)[:4]}; resize them first')
-    labels = torch.tensor([classes.index(f.split('/')[-2]) for f in files]) if labelled else None
-    return Dataset(torch.from_numpy(np.stack(images)), labels, len(classes) if labelled else 0,
-                   os.path.basename(path.rstrip('/')), checksum)
+    return torch.from_numpy(np.stack(images))
+
+
+def edm_labels(path, files, read):
+    """The labels of EDM's dataset.json ({"labels": [[name, label], ...]} or null: unlabelled), in files' order."""
+    try:
+        table = json.loads(read('dataset.json')).get('labels')
+        table = dict(table) if table is not None else None
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f'{path}: dataset.json is not EDM\'s dataset metadata ({e})') from None
+    if table is None:
+        return None
+    missing = [f for f in files if f not in table]
+    if missing:
+        raise ValueError(f'{path}: dataset.json has no label for {missing[0]} ({len(missing)} images without one)')
+    return torch.tensor([int(table[f]) for f in files])
 
 
 def read_idx(path):

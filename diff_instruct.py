@@ -220,9 +220,10 @@ def train(args, rank, world, device, init_generator=None):
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)
+    grid = lambda seeds: sample(seeds, common.grid_labels(len(seeds), G.label_dim, device))  # noqa: E731
     if rank == 0 and not resumed:
         common.save_grid(common.reals_grid(data, args.grid), os.path.join(args.outdir, 'reals.png'))
-        common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
+        common.save_grid(grid(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
     if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
         log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
@@ -251,7 +252,7 @@ def train(args, rank, world, device, init_generator=None):
                          'teacher': teacher_path, 'ema': G_ema.state_dict(), 'G': G.state_dict(),
                          'fake': nets.fake.state_dict(), 'opt_G': nets.opt_G.state_dict(),
                          'opt_fake': nets.opt_fake.state_dict(), 'rng': rngs, 'cur_nimg': cur_nimg}
-                common.save_one_step_snapshot(args.outdir, state, sample, grid_seeds, done)
+                common.save_one_step_snapshot(args.outdir, state, grid, grid_seeds, done)
             if fid_ref:
                 log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:

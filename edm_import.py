@@ -1,6 +1,7 @@
-"""Import NVIDIA's pretrained EDM networks (`edm-cifar10-32x32-*.pkl`) into our U-Net, without running them.
+"""Import NVIDIA's pretrained EDM networks (DDPM++ and ADM `.pkl`s) into our U-Nets, without running them.
 
   python teacher.py --import-edm edm-cifar10-uncond --outdir runs/edm-uncond     # fetch + import
+  python teacher.py --import-edm edm-imagenet64-cond --outdir runs/edm-imagenet64
   python teacher.py --import-edm path/to/edm-cifar10-32x32-cond-vp.pkl --outdir runs/edm-cond
 
 EDM's pickles are made by `torch_utils/persistence.py` (NVlabs/edm): every network object is pickled as a
@@ -29,6 +30,7 @@ SHORT_NAMES = {
     'edm-cifar10-cond': 'edm-cifar10-32x32-cond-vp.pkl',
     'edm-cifar10-uncond-ve': 'edm-cifar10-32x32-uncond-ve.pkl',
     'edm-cifar10-cond-ve': 'edm-cifar10-32x32-cond-ve.pkl',
+    'edm-imagenet64-cond': 'edm-imagenet-64x64-cond-adm.pkl',
 }
 CACHE_DIR = os.path.join(common.CACHE_ROOT, 'edm')
 
@@ -210,7 +212,7 @@ def collect_tensors(obj, prefix=''):
 
 
 def read_edm_pickle(path):
-    """(constructor kwargs, state_dict) of the `ema` network in an EDM network pickle."""
+    """(constructor kwargs, state_dict, the pickled module tree) of the `ema` network in an EDM network pickle."""
     with open(path, 'rb') as f:
         try:
             data = RestrictedUnpickler(f).load()
@@ -228,40 +230,52 @@ def read_edm_pickle(path):
     args = ema.state.get('_init_args') or ()
     for name, value in zip(['img_resolution', 'img_channels', 'label_dim'], args):
         kwargs[name] = value
-    check_skip_scales(ema)
-    return kwargs, collect_tensors(ema)
+    return kwargs, collect_tensors(ema), ema
 
 
-def check_skip_scales(obj):
-    """Every UNetBlock of DDPM++ scales its residual sum by √½ (the numpy scalar in the pickle); ours does too."""
+# What fixes each layer's function beyond its tensors: EDM stores these attributes in the pickle, ours must agree.
+ATTRIBUTES = {'UNetBlock': ('skip_scale', 'num_heads', 'adaptive_scale'), 'GroupNorm': ('eps', 'num_groups')}
+
+
+def check_attributes(obj, net, prefix=''):
+    """Walk the pickled network and ours side by side; refuse any block whose residual scale, attention heads,
+    embedding scale-and-shift or normalisation differ (a variant of the architecture we do not implement)."""
     state = module_state(obj)
-    if isinstance(obj, PersistentObject) and obj.class_name == 'UNetBlock':
-        if abs(float(state.get('skip_scale', 0)) - 0.5 ** 0.5) > 1e-12:
-            raise ValueError(f'EDM network has a UNetBlock with skip_scale {state.get("skip_scale")!r}; '
-                             f'only √½ (DDPM++) is supported')
-    for child in (state.get('_modules') or {}).values():
+    if isinstance(obj, PersistentObject) and obj.class_name in ATTRIBUTES:
+        ours = net.get_submodule(prefix[:-1])
+        for attr in ATTRIBUTES[obj.class_name]:
+            theirs, mine = state.get(attr), getattr(ours, attr)
+            if theirs is None or abs(float(theirs) - float(mine)) > 1e-9:
+                raise ValueError(f'EDM network: {prefix}{attr} is {theirs!r}, ours {mine!r}: an architecture variant '
+                                 f'this project does not implement')
+    for name, child in (state.get('_modules') or {}).items():
         if child is not None:
-            check_skip_scales(child)
+            check_attributes(child, net, f'{prefix}{name}.')
 
 
 def edm_config(kwargs):
-    """Our EDMPrecond config from EDM's constructor arguments; refuse what our U-Net does not implement."""
-    expected = {'model_type': 'SongUNet', 'embedding_type': 'positional', 'encoder_type': 'standard',
-                'decoder_type': 'standard', 'channel_mult_noise': 1, 'resample_filter': [1, 1]}
+    """Our EDMPrecond config from EDM's constructor arguments; refuse what our U-Nets do not implement."""
+    arch = {'SongUNet': 'ddpmpp', 'DhariwalUNet': 'adm'}.get(kwargs.get('model_type', 'DhariwalUNet'))
+    if arch is None:
+        raise ValueError(f'EDM network has model_type={kwargs["model_type"]!r}; only SongUNet (DDPM++) and '
+                         f'DhariwalUNet (ADM) are supported')
+    expected = {'embedding_type': 'positional', 'encoder_type': 'standard', 'decoder_type': 'standard',
+                'channel_mult_noise': 1, 'resample_filter': [1, 1], 'label_dropout': 0}
     for key, want in expected.items():
         got = kwargs.get(key, want)
         if (list(got) if isinstance(got, (list, tuple)) else got) != want:
-            raise ValueError(f'EDM network has {key}={got!r}; only {key}={want!r} (DDPM++) is supported')
+            raise ValueError(f'EDM network has {key}={got!r}; only {key}={want!r} is supported')
     if kwargs.get('sigma_min', 0) not in (0, None) or kwargs.get('sigma_max', float('inf')) != float('inf'):
         print('edm_import: note: sigma_min/sigma_max clipping of the original wrapper is not reproduced',
               file=sys.stderr)
+    defaults = (dict(model_channels=128, channel_mult=[1, 2, 2, 2], num_blocks=4, attn_resolutions=[16]) if arch == 'ddpmpp'
+                else dict(model_channels=192, channel_mult=[1, 2, 3, 4], num_blocks=3, attn_resolutions=[32, 16, 8]))
+    get = lambda key: kwargs.get(key, defaults.get(key))  # noqa: E731  (EDM's own defaults per architecture)
     return dict(img_resolution=int(kwargs['img_resolution']), img_channels=int(kwargs['img_channels']),
-                label_dim=int(kwargs.get('label_dim', 0)), sigma_data=float(kwargs.get('sigma_data', 0.5)),
-                model_channels=int(kwargs.get('model_channels', 128)),
-                channel_mult=[int(m) for m in kwargs.get('channel_mult', [1, 2, 2, 2])],
-                channel_mult_emb=int(kwargs.get('channel_mult_emb', 4)),
-                num_blocks=int(kwargs.get('num_blocks', 4)),
-                attn_resolutions=[int(r) for r in kwargs.get('attn_resolutions', [16])],
+                label_dim=int(kwargs.get('label_dim', 0)), sigma_data=float(kwargs.get('sigma_data', 0.5)), arch=arch,
+                model_channels=int(get('model_channels')), channel_mult=[int(m) for m in get('channel_mult')],
+                channel_mult_emb=int(kwargs.get('channel_mult_emb', 4)), num_blocks=int(get('num_blocks')),
+                attn_resolutions=[int(r) for r in get('attn_resolutions')],
                 dropout=float(kwargs.get('dropout', 0.10)), augment_dim=int(kwargs.get('augment_dim', 0)))
 
 
@@ -283,9 +297,11 @@ def resolve_source(source, allow_download=True):
 def import_edm(source, allow_download=True):
     """Read and check an EDM pickle; returns (our EDMPrecond with its weights, provenance dict)."""
     path = resolve_source(source, allow_download)
-    kwargs, state = read_edm_pickle(path)
-    net = common.net_from_config(edm_config(kwargs))
+    kwargs, state, tree = read_edm_pickle(path)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's RNG alone
+        net = common.net_from_config(edm_config(kwargs))
     common.load_net_state(net, state, path)  # every name and shape must match; nothing may be left over
+    check_attributes(tree, net)
     return net, {'source': source, 'path': os.path.abspath(path), 'sha256': common.file_digest(path, 'sha256')}
 
 

@@ -590,11 +590,11 @@ def image_batches(images, batch):
         yield images[i:i + batch]
 
 
-def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False):
-    """sample_fn(seeds) for a checkpoint: a teacher (Heun, EMA weights) or a one-step generator (EMA).
-    precision: fp32 (PyTorch's defaults, as EDM's generate.py: on a GPU convolutions may use TF32) or bf16 / fp16
-    autocast around the network (the sampler's own arithmetic stays float64 / float32); the features never change.
-    compile: torch.compile the generating network (σ is a tensor input, so Heun's 18 σ values share one graph)."""
+def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False, stochastic=False):
+    """sample_fn(seeds) for a checkpoint: a teacher (EDM's sampler: Heun, or stochastic; EMA weights) or a one-step
+    generator (EMA). precision: fp32 (PyTorch's defaults, as EDM's generate.py: on a GPU convolutions may use TF32)
+    or bf16 / fp16 autocast around the network (the sampler's own arithmetic stays float64 / float32); the features
+    never change. compile: torch.compile the generating network (σ is a tensor input: one graph for every step)."""
     ckpt = common.load_checkpoint(path, ('teacher', 'generator'))
     net = common.net_from_config(ckpt['net_config']).eval().requires_grad_(False)
     net.load_state_dict(ckpt['ema'])
@@ -602,15 +602,13 @@ def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False):
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
     mixed = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext  # noqa: E731
     if ckpt['kind'] == 'generator':
-        one_step = common.one_step_sampler(net, ckpt['sigma_init'], device)
+        inner = common.one_step_sampler(net, ckpt['sigma_init'], device)
+    else:
+        inner = common.diffusion_sampler(net, device, steps, stochastic)
 
     def sample(seeds):
         with mixed():
-            if ckpt['kind'] == 'generator':
-                return one_step(seeds)
-            z = common.seeded_latents(seeds, [net.img_channels, net.img_resolution, net.img_resolution], device)
-            labels = common.seeded_labels(seeds, net.label_dim, device)
-            return common.to_uint8(common.edm_sampler(common.net_denoiser(net), z, labels, num_steps=steps))
+            return inner(seeds)
     return sample
 
 
@@ -638,7 +636,10 @@ def main(argv=None):
     sample.add_argument('--out', required=True, help='the .zip to write')
     for q in (calc, sample):
         q.add_argument('--num', type=int, default=50000, help='images to generate (the standard: 50000)')
-        q.add_argument('--steps', type=int, default=18, help='Heun steps for teacher checkpoints (EDM)')
+        q.add_argument('--steps', type=int, default=18, help='sampler steps for teacher checkpoints (EDM, CIFAR-10; '
+                       'ImageNet-64: 256 with --sampler stochastic)')
+        q.add_argument('--sampler', default='heun', choices=['heun', 'stochastic'], help='teacher checkpoints: EDM\'s '
+                       'Heun sampler, or its stochastic one with the ImageNet-64 settings (common.STOCHASTIC)')
         q.add_argument('--sample-precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
                        help='the generating network\'s precision (fp32: EDM\'s generate.py; bf16 is meant for '
                        'GPUs; results/NOTES.md, precision); the features are always exact fp32')
@@ -655,13 +656,14 @@ def main(argv=None):
     if args.batch < 1 or getattr(args, 'num', 2) < 2 or getattr(args, 'steps', 1) < 1 or getattr(args, 'per_class', 0) < 0:
         parser.error('--batch and --steps must be at least 1, --num at least 2, --per-class at least 0')
     if getattr(args, 'images', None):
-        common.refuse_flags(parser, argv, ['num', 'steps', 'sample_precision', 'compile'], 'with --images')
+        common.refuse_flags(parser, argv, ['num', 'steps', 'sampler', 'sample_precision', 'compile'], 'with --images')
     if args.cmd == 'ref' and args.dataset not in ('cifar10', 'fashion-mnist'):
         common.refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH')
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     try:
         if args.cmd == 'sample':
-            sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile))
+            sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile),
+                                        args.sampler == 'stochastic')
             save_samples(sample, args.num, args.out, batch=args.batch)
             print(f'wrote {args.out}: {args.num} images of {args.ckpt} (seeds 0..{args.num - 1})')
             return
@@ -687,7 +689,8 @@ def main(argv=None):
             images = common.load_image_folder(args.images).images
             batches, num = image_batches(images, args.batch), len(images)
         else:
-            sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile))
+            sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile),
+                                        args.sampler == 'stochastic')
             seeds, num = list(range(args.num)), args.num
             batches = (sample(seeds[i:i + args.batch]) for i in range(0, num, args.batch))
         stats = stats_from_batches(batches, detector, args.mode, device, total=num, what=f'fid ({metric_name(num)})')

@@ -159,17 +159,15 @@ def generator_sigma(batch, device, sigma_max, P_mean=-1.2, P_std=1.2):
 
 class Classifier(nn.Module):
     """c_φ(x, σ) -> one logit: EDM's preconditioned input c_in·x and c_noise = ln(σ)/4 through the teacher's σ
-    embedding and encoder blocks (same names, so the teacher's weights load), then GroupNorm, SiLU, global average
-    pooling and a zero-initialised linear head, so that training starts at logit 0 (ratio 1). Class-conditional:
-    + ⟨label projection, pooled features⟩."""
+    embedding and encoder blocks (DDPM++ or ADM; the same names, so the teacher's weights load), then GroupNorm,
+    SiLU, global average pooling and a zero-initialised linear head, so that training starts at logit 0 (ratio 1).
+    Class-conditional: + ⟨label projection, pooled features⟩."""
 
     def __init__(self, teacher_config):
         super().__init__()
-        cfg = dict(teacher_config, dropout=0.0)
-        self.sigma_data, self.label_dim = cfg.pop('sigma_data'), cfg['label_dim']
-        res, ch = cfg.pop('img_resolution'), cfg.pop('img_channels')
-        self.model = common.SongUNet(img_resolution=res, in_channels=ch, out_channels=ch, **cfg)
-        del self.model.dec  # the encoder half only
+        self.sigma_data, self.label_dim = teacher_config['sigma_data'], teacher_config['label_dim']
+        self.model = common.net_from_config(dict(teacher_config, dropout=0.0)).model  # the teacher's U-Net ...
+        self.model.drop_decoder()  # ... its embedding and encoder only
         width = list(self.model.enc.values())[-1].out_channels
         self.head_norm = common.GroupNorm(width)
         self.head = common.Linear(width, 1, init_weight=0)
@@ -440,9 +438,10 @@ def train(args, rank, world, device, init_generator=None):
 
     grid_seeds = list(range(args.grid))
     sample = common.one_step_sampler(G_ema, args.sigma_init, device)
+    grid = lambda seeds: sample(seeds, common.grid_labels(len(seeds), G.label_dim, device))  # noqa: E731
     if rank == 0 and not resumed:
         common.save_grid(common.reals_grid(data, args.grid), os.path.join(args.outdir, 'reals.png'))
-        common.save_grid(sample(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
+        common.save_grid(grid(grid_seeds), os.path.join(args.outdir, 'fakes_init.png'))
     if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
         log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
@@ -480,7 +479,7 @@ def train(args, rank, world, device, init_generator=None):
                          'ema': G_ema.state_dict(), 'G': G.state_dict(), 'classifier': cls.state_dict(),
                          'opt_G': nets.opt_G.state_dict(), 'opt_cls': nets.opt_cls.state_dict(), 'rng': rngs,
                          'sampler': samplers, 'cur_nimg': cur_nimg}
-                common.save_one_step_snapshot(args.outdir, state, sample, grid_seeds, done)
+                common.save_one_step_snapshot(args.outdir, state, grid, grid_seeds, done)
             if fid_ref:
                 log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:

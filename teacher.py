@@ -35,19 +35,24 @@ def parse_args(argv=None):
     p.add_argument('--augment', type=float, default=None, help='probability of EDM\'s geometric augmentation, with '
                    '9 augment labels; default: 0.12 for --preset edm (EDM, CIFAR-10), else 0')
     p.add_argument('--xflip', type=int, default=None, help='random x-flips of the data; default: 1 without '
-                   '--augment, 0 with it (the augmentation flips with its own label)')
+                   '--augment (ours), 0 with it (the augmentation flips with its own label) and for adm (EDM)')
     p.add_argument('--cond', type=int, default=0, help='class-conditional (EDM cond: FID 1.79 vs 1.97)')
     p.add_argument('--preset', default='edm', choices=sorted(common.PRESETS),
-                   help='edm (DDPM++, 55.7M; EDM) | small (ours, one GPU) | tiny (ours, CPU)')
-    p.add_argument('--dropout', type=float, default=0.13, help='dropout in every U-Net block (EDM, CIFAR-10)')
-    p.add_argument('--batch', type=int, default=512, help='total batch over all GPUs (EDM)')
-    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (EDM)')
+                   help='edm: DDPM++, 55.7M (EDM, CIFAR-10) | adm: ADM, 296M, with EDM\'s ImageNet-64 recipe for the '
+                        'flags below that are not given | small (ours, one GPU) | tiny, adm-tiny (ours, CPU)')
+    p.add_argument('--dropout', type=float, default=0.13, help='dropout in every U-Net block (EDM, CIFAR-10; adm: 0.10)')
+    p.add_argument('--batch', type=int, default=512, help='total batch over all GPUs (EDM, CIFAR-10; adm: 4096)')
+    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (EDM, CIFAR-10; adm: 1e-4)')
     p.add_argument('--lr-rampup-kimg', type=float, default=10000, help='linear lr warm-up (EDM)')
     p.add_argument('--betas', type=float, nargs=2, default=[0.9, 0.999], help='Adam betas (EDM)')
-    p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life (EDM)')
-    p.add_argument('--total-kimg', type=float, default=200000, help='training length (EDM)')
+    p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life (EDM, CIFAR-10; adm: 50000)')
+    p.add_argument('--total-kimg', type=float, default=200000, help='training length (EDM, CIFAR-10; adm: 2500000)')
     common.add_runtime_args(p, outdir='runs/teacher', tick_kimg=50, snapshot_ticks=50, one_step=False)
-    p.add_argument('--steps', type=int, default=18, help='Heun steps for grids, FID and --sample (EDM)')
+    p.add_argument('--steps', type=int, default=18, help='sampler steps for grids, FID and --sample (EDM, CIFAR-10; '
+                   'ImageNet-64: 256 with --sampler stochastic)')
+    p.add_argument('--sampler', default='heun', choices=['heun', 'stochastic'], help='EDM\'s deterministic Heun '
+                   'sampler, or its stochastic one with the ImageNet-64 settings (S_churn 40, S_min 0.05, S_max 50, '
+                   'S_noise 1.003)')
     p.add_argument('--sample', type=int, default=0, help='write this many Heun samples of --ckpt\'s EMA and exit')
     p.add_argument('--ckpt', default=None, help='the teacher checkpoint for --sample')
     p.add_argument('--import-edm', default=None, help='an official EDM .pkl (path, URL or short name) to import')
@@ -68,6 +73,10 @@ def parse_args(argv=None):
         p.error('--batch, --total-kimg, --lr, --ema-halflife-kimg and --steps must be positive, --lr-rampup-kimg at '
                 'least 0')
     common.check_runtime_args(p, argv, args)
+    if args.preset == 'adm':  # EDM's ImageNet-64 recipe (its README's training table) where no flag says otherwise
+        for dest, value in IMAGENET_RECIPE.items():
+            if dest not in given:
+                setattr(args, dest, value)
     if args.augment is None:
         args.augment = 0.12 if args.preset == 'edm' else 0.0
     if not 0 <= args.augment <= 1:
@@ -77,14 +86,10 @@ def parse_args(argv=None):
     return args
 
 
-SAMPLE_FLAGS = ('sample', 'ckpt', 'outdir', 'steps', 'grid', 'device')  # what --sample uses
+IMAGENET_RECIPE = dict(batch=4096, lr=1e-4, dropout=0.10, ema_halflife_kimg=50000, total_kimg=2500000, xflip=0)
 
 
-def heun_images(net, seeds, device, steps=18):
-    """Heun samples for the given seeds (per-seed latents and labels), as [-1, 1] float32."""
-    z = common.seeded_latents(seeds, [net.img_channels, net.img_resolution, net.img_resolution], device)
-    labels = common.seeded_labels(seeds, net.label_dim, device)
-    return common.edm_sampler(common.net_denoiser(net), z, labels, num_steps=steps).to(torch.float32)
+SAMPLE_FLAGS = ('sample', 'ckpt', 'outdir', 'steps', 'sampler', 'grid', 'device')  # what --sample uses
 
 
 def save_samples(args, device):
@@ -94,10 +99,11 @@ def save_samples(args, device):
     net = common.net_from_config(ckpt['net_config']).to(device).eval()
     net.load_state_dict(ckpt['ema'])
     os.makedirs(args.outdir, exist_ok=True)
-    grid, progress = [], common.Progress(f'Heun samples ({args.steps} steps)', args.sample)
+    sample = common.diffusion_sampler(net, device, args.steps, args.sampler == 'stochastic')
+    grid, progress = [], common.Progress(f'{args.sampler} samples ({args.steps} steps)', args.sample)
     for start in range(0, args.sample, 256):
         seeds = list(range(start, min(start + 256, args.sample)))
-        images = common.to_uint8(heun_images(net, seeds, device, args.steps)).cpu()
+        images = sample(seeds).cpu()
         progress.update(len(seeds))
         for s, im in zip(seeds, images):
             arr = im.permute(1, 2, 0).numpy()
@@ -157,10 +163,8 @@ def train(args, rank, world, device):
     opt = common.make_adam(net.parameters(), args.lr, args.betas, device=device)
     cur_nimg = 0
     if ckpt:
-        if ckpt['net_config'] != net.config:
-            raise ValueError(f'cannot resume: network config differs ({ckpt["net_config"]} vs {net.config})')
-        net.load_state_dict(ckpt['net'])
-        ema.load_state_dict(ckpt['ema'])
+        common.load_net_state(net, ckpt['net'], ckpt['path'])
+        common.load_net_state(ema, ckpt['ema'], ckpt['path'])
         opt.load_state_dict(ckpt['opt'])
         sampler.load_state_dict(common.pick_rank_state(ckpt['sampler'], rank))
         common.set_rng_state(common.pick_rank_state(ckpt['rng'], rank))
@@ -172,6 +176,7 @@ def train(args, rank, world, device):
                   f'label_dim {label_dim}  world {world}  device {device}  precision {amp.name}  '
                   f'augment {args.augment}', rank=rank)
     grid_seeds = list(range(args.grid))
+    sample = common.diffusion_sampler(ema, device, args.steps, args.sampler == 'stochastic')
     if rank == 0 and not resumed:
         common.save_grid(common.reals_grid(data, args.grid), os.path.join(args.outdir, 'reals.png'))
     if args.lr_rampup_kimg > args.total_kimg:
@@ -206,10 +211,9 @@ def train(args, rank, world, device):
                     'kind': 'teacher', 'config': vars(args), 'net_config': net.config, 'net': net.state_dict(),
                     'ema': ema.state_dict(), 'opt': opt.state_dict(), 'sampler': samplers, 'rng': rngs,
                     'cur_nimg': cur_nimg})
-                common.save_grid(heun_images(ema, grid_seeds, device, args.steps),
+                common.save_grid(sample(grid_seeds, common.grid_labels(args.grid, label_dim, device)),
                                  common.grid_name(args.outdir, cur_nimg))
             if fid_ref:
-                sample = lambda seeds: common.to_uint8(heun_images(ema, seeds, device, args.steps))  # noqa: E731
                 log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:
                 torch.distributed.barrier()

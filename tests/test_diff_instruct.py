@@ -156,3 +156,15 @@ def test_missing_or_mismatched_teacher_is_a_clear_error(tiny_teacher, tmp_path):
     write_image_folder(gray, n_per_class=2, channels=1)
     r = run_script('diff_instruct.py', '--dataset', gray, '--teacher', teacher, *DI, '--outdir', str(tmp_path / 'o'))
     assert r.returncode == 2 and 'teacher makes 3x32' in r.stderr
+
+
+def test_conditional_diff_instruct_from_edms_adm_pickle(tmp_path):
+    from conftest import shared_file
+    pkl = shared_file('spec', 'edm_pickles', 'edm-adm-small-cond-numpy2.pkl')  # EDM's ImageNet architecture, 16x16
+    data = write_image_folder(str(tmp_path / 'data16'), n_per_class=1, size=16, classes=[f'c{i}' for i in range(10)])
+    out = str(tmp_path / 'run')
+    r = run_script('diff_instruct.py', '--dataset', data, '--teacher', pkl, '--cond', '1', *DI, '--total-kimg', '0.008',
+                   '--outdir', out, env={'DIFFRATIO_CACHE': str(tmp_path / 'cache')})
+    assert r.returncode == 0, r.stderr
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'generator')
+    assert ck['net_config']['arch'] == 'adm' and ck['cur_nimg'] == 8 and 'fake-score augmentation 0.0' in r.stdout

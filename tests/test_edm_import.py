@@ -169,10 +169,23 @@ def test_shape_mismatch_and_missing_key_name_the_key(tmp_path):
             edm_import.import_edm(path)
 
 
-def test_unsupported_architecture_is_refused(tmp_path):
-    path = str(tmp_path / 'adm.pkl')
-    write_edm_pickle(path, tiny_reference(), {**tiny_edm_kwargs(), 'model_type': 'DhariwalUNet'})
-    with pytest.raises(ValueError, match='model_type'):
+@pytest.mark.parametrize('key,value', [('model_type', 'UNet2DModel'), ('embedding_type', 'fourier'),
+                                       ('label_dropout', 0.1)])
+def test_unsupported_architecture_is_refused(tmp_path, key, value):
+    path = str(tmp_path / 'other.pkl')
+    write_edm_pickle(path, tiny_reference(), {**tiny_edm_kwargs(), key: value})
+    with pytest.raises(ValueError, match=f'{key}='):
+        edm_import.import_edm(path)
+
+
+def test_a_block_attribute_that_differs_from_ours_is_refused(tmp_path):
+    """EDM stores each block's residual scale, heads and scale-and-shift switch; a pickle whose values differ from
+    our network's computes another function, even with every tensor name and shape equal."""
+    def skip_scale_one(ema):
+        ema.state['_modules']['model'].state['_modules']['enc']._modules['32x32_block0'].state['skip_scale'] = 1.0
+    path = str(tmp_path / 'variant.pkl')
+    write_edm_pickle(path, tiny_reference(), tiny_edm_kwargs(), edit=skip_scale_one)
+    with pytest.raises(ValueError, match=r'model\.enc\.32x32_block0\.skip_scale is 1\.0, ours 0\.707'):
         edm_import.import_edm(path)
 
 
@@ -188,6 +201,8 @@ def test_short_name_without_network_names_url_and_offline_flag(tmp_path, monkeyp
         edm_import.resolve_source('edm-cifar10-cond')
     with pytest.raises(FileNotFoundError, match='known name'):
         edm_import.resolve_source('edm-imagenet')
+    with pytest.raises(FileNotFoundError, match=r'nvlabs-fi-cdn\.nvidia\.com/edm/pretrained/edm-imagenet-64x64-cond-adm\.pkl'):
+        edm_import.resolve_source('edm-imagenet64-cond')  # the official ImageNet-64 network by its short name
 
 
 def test_teacher_option_imports_a_pkl_once_into_the_cache(tmp_path, monkeypatch):
@@ -207,6 +222,7 @@ def test_teacher_option_imports_a_pkl_once_into_the_cache(tmp_path, monkeypatch)
 # -------- pickles written by EDM's own code (../shared/spec/edm_pickles): the format as it really is
 
 REAL = ['edm-small-uncond-numpy1', 'edm-small-uncond-numpy2', 'edm-small-cond-numpy1', 'edm-small-cond-numpy2']
+ADM = ['edm-adm-small-cond-numpy1', 'edm-adm-small-cond-numpy2', 'edm-adm-small-uncond-aug-numpy2']
 
 
 def real_pickle(name):
@@ -229,6 +245,24 @@ def test_pickles_written_by_edm_import_and_reproduce_edms_outputs(name):
     torch.testing.assert_close(D, ref['D'], atol=1e-6, rtol=0)
     torch.testing.assert_close(D_no_augment, ref['D_no_augment'], atol=1e-6, rtol=0)
     assert not torch.allclose(D, D_no_augment, atol=1e-4)  # the augment labels really reach the network
+
+
+@pytest.mark.parametrize('name', ADM)
+def test_adm_pickles_written_by_edm_import_and_reproduce_edms_outputs(name):
+    """EDM's ImageNet-64 architecture (DhariwalUNet) at a test's size: our ADM computes EDM's D to 1e-5 in float32,
+    with and without augment labels, conditional and not."""
+    path, ref = real_pickle(name)
+    net, _ = edm_import.import_edm(path, allow_download=False)
+    assert net.config['arch'] == 'adm' and net.label_dim == (10 if '-cond-' in name else 0)
+    assert net.config['augment_dim'] == (9 if 'aug' in name else 0)
+    net.eval()
+    with torch.no_grad():
+        D = net(ref['x'], ref['sigma'], ref['class_labels'], ref['augment_labels'])
+        D_no_augment = net(ref['x'], ref['sigma'], ref['class_labels'])
+    torch.testing.assert_close(D, ref['D'], atol=1e-5, rtol=0)
+    torch.testing.assert_close(D_no_augment, ref['D_no_augment'], atol=1e-5, rtol=0)
+    heads = {m.num_heads for m in net.modules() if isinstance(m, common.UNetBlock)}
+    assert heads == {0, 2}  # 32 channels: no attention layers; 128 channels: two heads (EDM: one per 64)
 
 
 def test_real_pickle_through_teacher_option_and_import_edm(tmp_path, monkeypatch):
@@ -254,12 +288,13 @@ def swap_string(data, old, new):
     return data[:pos] + enc(new) + data[pos + len(enc(old)):]
 
 
-@pytest.mark.parametrize('numpy_version', ['numpy1', 'numpy2'])
+@pytest.mark.parametrize('pkl', ['edm-small-uncond-numpy1', 'edm-small-uncond-numpy2', 'edm-adm-small-cond-numpy1',
+                                 'edm-adm-small-uncond-aug-numpy2'])
 @pytest.mark.parametrize('module,name', [('os', 'system'), ('posix', 'system'), ('builtins', 'eval')])
-def test_real_pickle_with_one_global_swapped_is_refused(tmp_path, numpy_version, module, name):
-    path, _ = real_pickle(f'edm-small-uncond-{numpy_version}')
+def test_real_pickle_with_one_global_swapped_is_refused(tmp_path, pkl, module, name):
+    path, _ = real_pickle(pkl)
     data = open(path, 'rb').read()
-    numpy_core = 'numpy.core.multiarray' if numpy_version == 'numpy1' else 'numpy._core.multiarray'
+    numpy_core = 'numpy.core.multiarray' if pkl.endswith('numpy1') else 'numpy._core.multiarray'
     evil = swap_string(swap_string(data, numpy_core, module), 'scalar', name)
     (tmp_path / 'evil.pkl').write_bytes(evil)
     with pytest.raises(pickle.UnpicklingError, match=f'refusing global {module}.{name}'):

@@ -411,3 +411,11 @@ def test_loading_the_inception_weights_leaves_the_callers_random_numbers_alone()
     torch.manual_seed(0)
     fid.load_inception(path)
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_reference_statistics_of_edms_64x64_dataset(tmp_path, tiny_detector):
+    data = shared_file('data', 'edm-dataset-64x64.zip')
+    out = str(tmp_path / 'ref64.npz')
+    r = run_script('fid.py', 'ref', '--dataset', data, '--out', out, '--inception', tiny_detector, '--per-class', '5')
+    assert r.returncode == 0, r.stderr
+    assert fid.load_stats(out)[3] == 50  # five of each of the ten classes of dataset.json

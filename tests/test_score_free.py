@@ -393,6 +393,31 @@ def test_one_step_trainers_under_torchrun_from_a_pickle_written_by_edm(tmp_path,
     assert ck['net_config']['augment_dim'] == 9 and ck['cur_nimg'] == 12
 
 
+def test_conditional_score_free_under_torchrun_from_edms_adm_pickle(tmp_path):
+    """The ImageNet-64 path at a test's size: EDM's ADM network (pickled by EDM, label_dim 10), a labelled dataset
+    of its 10 classes, --cond 1, two processes."""
+    import subprocess
+    import sys
+    from conftest import ROOT, shared_file, write_image_folder
+    pkl = shared_file('spec', 'edm_pickles', 'edm-adm-small-cond-numpy1.pkl')  # 16x16
+    data = write_image_folder(str(tmp_path / 'data16'), n_per_class=2, size=16, classes=[f'c{i}' for i in range(10)])
+    out = str(tmp_path / 'ddp')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                        'score_free.py', '--dataset', data, '--teacher', pkl, '--cond', '1', *SF, '--total-kimg', '0.008',
+                        '--outdir', out], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS='1', DIFFRATIO_CACHE=str(tmp_path / 'cache')))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    ck = common.load_checkpoint(os.path.join(out, 'generator.pt'), 'generator')
+    assert ck['net_config']['arch'] == 'adm' and ck['net_config']['label_dim'] == 10 and 'world 2' in r.stdout
+    cls = score_free.load_classifier(ck, torch.device('cpu'))
+    assert not hasattr(cls.model, 'out_conv') and cls.label_proj is not None
+    r = run_script('score_free.py', '--dataset', write_image_folder(str(tmp_path / 'three'), 2, size=16,
+                                                                    classes=['a', 'b', 'c']),
+                   '--teacher', pkl, '--cond', '1', *SF, '--outdir', str(tmp_path / 'o'),
+                   env={'DIFFRATIO_CACHE': str(tmp_path / 'cache')})
+    assert r.returncode == 2 and '--cond 1 needs a teacher with label_dim 3, this one has 10' in r.stderr
+
+
 # ---------------------------------------------------------------- the classifier learns on real images
 
 @pytest.fixture(scope='module')

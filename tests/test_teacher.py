@@ -123,3 +123,29 @@ def test_teacher_edm_preset_runs_under_torchrun(image_folder, tmp_path):
     assert 'edm  55.73M params' in r.stdout and 'world 2' in r.stdout
     ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
     assert ck['cur_nimg'] == 4 and ck['net_config']['augment_dim'] == 9
+
+
+def test_adm_preset_takes_edms_imagenet64_recipe_where_no_flag_is_given():
+    import teacher
+    args = teacher.parse_args(['--preset', 'adm', '--cond', '1'])
+    assert (args.batch, args.lr, args.dropout, args.ema_halflife_kimg, args.total_kimg, args.augment, args.xflip) == (
+        4096, 1e-4, 0.10, 50000, 2500000, 0.0, 0)
+    args = teacher.parse_args(['--preset', 'adm', '--batch', '256', '--xflip', '1'])
+    assert args.batch == 256 and args.xflip == 1 and args.lr == 1e-4
+    assert teacher.parse_args([]).lr == 1e-3  # the CIFAR-10 recipe stays the default
+
+
+def test_conditional_adm_teacher_on_edms_64x64_dataset_trains_and_samples_stochastically(tmp_path):
+    from conftest import shared_file
+    data = shared_file('data', 'edm-dataset-64x64.zip')
+    out = str(tmp_path / 'adm')
+    r = run_script('teacher.py', '--dataset', data, '--preset', 'adm-tiny', '--cond', '1', '--batch', '4',
+                   '--total-kimg', '0.008', '--tick-kimg', '0.004', '--grid', '4', '--steps', '2', '--device', 'cpu',
+                   '--fid-ref', 'none', '--outdir', out)
+    assert r.returncode == 0, r.stderr
+    assert 'classes 10' in r.stdout and 'label_dim 10' in r.stdout
+    ck = common.load_checkpoint(os.path.join(out, 'checkpoint.pt'), 'teacher')
+    assert ck['net_config']['arch'] == 'adm' and ck['net_config']['img_resolution'] == 64
+    r = run_script('teacher.py', '--sample', '3', '--ckpt', os.path.join(out, 'checkpoint.pt'), '--steps', '3',
+                   '--sampler', 'stochastic', '--device', 'cpu', '--outdir', str(tmp_path / 's'))
+    assert r.returncode == 0 and 'stochastic samples' in r.stderr, r.stderr
