@@ -1,8 +1,14 @@
 """results/bench.py and results/precision.py: each runs the trainers' own iteration functions and prints its
 figures (speed is measured by these scripts, never asserted by a test)."""
+import os
 import re
+import sys
 
-from conftest import run_script
+import pytest
+
+from conftest import ROOT, run_script
+
+sys.path.insert(0, os.path.join(ROOT, 'results'))
 
 TINY = ['--preset', 'tiny', '--batch', '4', '--steps', '1', '--warmup', '1', '--device', 'cpu']
 
@@ -20,11 +26,13 @@ def test_bench_times_each_trainers_iteration_and_the_fid_features(tiny_detector)
     assert f'{2 * 74 * 74 * 6 * 3 * 25 / 1e9:.3g} GFLOP/img' in r.stdout and 'Frechet distance' in r.stdout
 
 
-def test_bench_gives_other_flags_to_the_one_trainer_named():
-    r = run_script('results/bench.py', 'score_free', *TINY, '--cls-steps', '1')
-    assert r.returncode == 0 and '1 classifier steps' in r.stdout, r.stderr
-    r = run_script('results/bench.py', 'diff_instruct', 'score_free', *TINY, '--cls-steps', '1')
-    assert r.returncode == 2 and 'name diff_instruct or score_free alone' in r.stderr
+def test_bench_gives_other_flags_to_the_one_trainer_named(capsys):
+    import bench  # results/ is on the path below
+    bench.main(['score_free', *TINY, '--cls-steps', '1'])
+    assert '1 classifier steps' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        bench.main(['diff_instruct', 'score_free', *TINY, '--cls-steps', '1'])
+    assert e.value.code == 2 and 'name diff_instruct or score_free alone' in capsys.readouterr().err
 
 
 def cosines(stdout, part):
