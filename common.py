@@ -6,7 +6,8 @@
   3. runtime: devices and DDP, mixed precision, Adam, EMA, torch.compile;
   4. data: CIFAR-10 (official archive, md5-checked), folders and zips of images, Fashion-MNIST, downloads, the
      in-memory batch sampler and EDM's augmentation;
-  5. checkpoints, grids, the progress log and the flags every trainer shares.
+  5. checkpoints, grids, the progress log, the flags, the pre-flight and the entry point every trainer shares;
+  6. what the two one-step trainers share.
 
 References: Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models" (EDM), and
 its code (NVlabs/edm). Written from the paper and ../shared/spec/edm-songunet.md, not copied.
@@ -440,7 +441,7 @@ def edm_loss(net, images, class_labels=None, P_mean=-1.2, P_std=1.2, sigma_data=
 
 
 def edm_sigma_steps(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, device='cpu'):
-    """σ_0 > ... > σ_{N-1} by EDM's ρ-schedule, then σ_N = 0 (float64)."""
+    """σ_0 > ... > σ_{N-1} by EDM's ρ-schedule, then σ_N = 0 (float64); num_steps ≥ 2."""
     i = torch.arange(num_steps, dtype=torch.float64, device=device)
     t = (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     return torch.cat([t, torch.zeros_like(t[:1])])
@@ -944,7 +945,7 @@ def load_dataset(dataset, data_dir=DEFAULT_DATA_DIR, split='train', allow_downlo
         raise ValueError(f'--split must be train or test, not {split!r}')
     if dataset == 'cifar10':
         return load_cifar10(data_dir, split, allow_download)
-    if dataset in ('fashion-mnist', 'fashion_mnist'):
+    if dataset == 'fashion-mnist':
         return load_fashion_mnist(data_dir, split)
     if os.path.exists(dataset):
         return load_image_folder(dataset, split)
@@ -1146,7 +1147,8 @@ def load_net_state(net, state_dict, source):
     box = [k for k in own if k.endswith('resample_filter')
            and not torch.equal(state_dict[k].float().cpu(), own[k].float().cpu())]
     if box:  # Conv2d resamples by nearest / average pooling, which is what the [1,1] box filter computes
-        raise ValueError(f'{source}: {box[0]} is not the [1,1] box filter; only DDPM++\'s resampling is supported')
+        raise ValueError(f'{source}: {box[0]} is not the [1,1] box filter; only DDPM++\'s and ADM\'s resampling is '
+                         f'supported')
     net.load_state_dict(state_dict)
 
 
@@ -1283,7 +1285,7 @@ def check_runtime_args(parser, argv, args):
     elif args.fid_ref == 'samples':
         refuse_flags(parser, argv, ['inception'], 'with --fid-ref samples (the samples are measured elsewhere)')
     if args.dataset not in ('cifar10', 'fashion-mnist'):
-        refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH (it is where cifar10 is downloaded)')
+        refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH (it is where cifar10 and fashion-mnist are read)')
 
 
 def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks, one_step=True):
@@ -1358,7 +1360,7 @@ def dataset_source(dataset, data_dir, allow_download=True):
     """The pre-flight of --dataset: the CIFAR-10 archive fetched (not decoded), or the folder / zip present."""
     if dataset == 'cifar10':
         return cifar10_archive(data_dir, allow_download)
-    if dataset not in ('fashion-mnist', 'fashion_mnist') and not os.path.exists(dataset):
+    if dataset != 'fashion-mnist' and not os.path.exists(dataset):
         raise FileNotFoundError(f'--dataset {dataset!r}: not a known name (cifar10, fashion-mnist) and no such '
                                 f'folder or zip file')
 

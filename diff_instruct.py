@@ -227,19 +227,19 @@ def train(args, rank, world, device, init_generator=None):
     if fid_ref and args.fid_at_start and cur_nimg == 0:  # the first point of the FID curve: the initial G
         log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
-    tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
+    tick, tick_nimg, tick_time, tick_losses = 0, cur_nimg, time.time(), []
     while True:
-        loss_fake, loss_G = iteration(nets, amp, batch, args, pipe)
+        tick_losses.append(torch.stack(iteration(nets, amp, batch, args, pipe)))
         cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
-        done = cur_nimg >= args.total_kimg * 1000
-        if not done and cur_nimg < tick_nimg + args.tick_kimg * 1000:
+        done = cur_nimg >= round(args.total_kimg * 1000)  # whole images: x·1000 is not exact in floats
+        if not done and cur_nimg < tick_nimg + round(args.tick_kimg * 1000):
             continue
 
         common.sync(device)
+        loss_fake, loss_G = common.all_reduce_mean(torch.stack(tick_losses).mean(0), world).tolist()  # tick's mean
         pixels = G.img_channels * G.img_resolution ** 2  # the fake-score loss is logged per pixel, as EDM does
-        losses = {'loss_fake': common.all_reduce_mean(loss_fake, world).item() / pixels,
-                  'loss_G': common.all_reduce_mean(loss_G, world).item()}
+        losses = {'loss_fake': loss_fake / pixels, 'loss_G': loss_G}
         common.check_finite(losses, cur_nimg)
         log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3), **losses,
              **common.tick_speed(cur_nimg, tick_nimg, tick_time, device)})
@@ -257,7 +257,7 @@ def train(args, rank, world, device, init_generator=None):
                 log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:
                 torch.distributed.barrier()
-        tick_nimg, tick_time = cur_nimg, time.time()
+        tick_nimg, tick_time, tick_losses = cur_nimg, time.time(), []
         if done:
             break
 

@@ -224,8 +224,8 @@ def read_edm_pickle(path):
         raise ValueError(f'{path!r} is not an EDM network pickle (no persistent "ema" network)')
     ema = data['ema']
     if ema.class_name != 'EDMPrecond':
-        raise ValueError(f'{path!r}: the ema network is {ema.class_name!r}; only EDMPrecond (VP/VE trained '
-                         f'with EDM preconditioning use other wrappers) can be imported')
+        raise ValueError(f'{path!r}: the ema network is {ema.class_name!r}; only EDMPrecond can be imported (EDM\'s '
+                         f'VPPrecond / VEPrecond baselines are other wrappers)')
     kwargs = dict(ema.state.get('_init_kwargs') or {})
     args = ema.state.get('_init_args') or ()
     for name, value in zip(['img_resolution', 'img_channels', 'label_dim'], args):

@@ -451,8 +451,8 @@ CPU_CHUNK = 16
 
 @torch.no_grad()
 def features(detector, images, mode='tf', device='cpu'):
-    """uint8 images -> float32 features on `device`: no autocast and no TF32 (the trainers allow TF32 for training),
-    so the features are the same in the training loop as in `fid.py calc`."""
+    """uint8 images -> float32 features on `device`: no autocast and no TF32 whatever the caller runs in, so the
+    features are the same in the training loop as in `fid.py calc`."""
     chunk = CPU_CHUNK if torch.device(device).type == 'cpu' else len(images)
     with common.full_precision(torch.device(device).type):
         out = [detector(preprocess(part.to(device), mode).contiguous(memory_format=torch.channels_last))
@@ -489,6 +489,11 @@ def fid_from_stats(stats, ref_path, mode):
                          f'FIDs across pipelines differ by ~10 points; remake one of them')
     mu, sigma = stats.mean_cov()
     return frechet_distance(mu, sigma, mu_r, sigma_r)
+
+
+# --fid-ref samples: a machine without the Inception weights (a borrowed GPU, say) saves the in-loop samples instead,
+# and `fid.py calc --images` measures them where the weights are.
+SAVE_SAMPLES = 'samples'
 
 
 def preflight(args, allow_download=True):
@@ -529,15 +534,10 @@ def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode=
     return path
 
 
-# --fid-ref samples: a machine without the Inception weights (a borrowed GPU, say) saves the in-loop samples instead,
-# and `fid.py calc --images` measures them where the weights are.
-SAVE_SAMPLES = 'samples'
-
-
-def save_samples(sample_fn, num, path, rank=0, world=1, batch=250):
-    """The images of seeds 0..num-1 as a zip of lossless PNGs named by seed, written atomically by rank 0 (each
-    rank makes seeds rank::world). `fid.py calc --images` of the zip gives the FID of the same seeds exactly."""
-    seeds = list(range(rank, num, world))
+def save_samples(sample_fn, num, path, rank=0, world=1, batch=250, first_seed=0):
+    """The images of seeds first_seed.. (num of them) as a zip of lossless PNGs named by seed, written atomically by
+    rank 0 (each rank makes every world-th seed). `fid.py calc --images` of the zip gives the same seeds' FID."""
+    seeds = list(range(first_seed + rank, first_seed + num, world))
     progress, images = common.Progress(f'samples for {os.path.basename(path)}', len(seeds), rank=rank), []
     for i in range(0, len(seeds), batch):
         images.append(sample_fn(seeds[i:i + batch]).cpu())
@@ -631,11 +631,13 @@ def main(argv=None):
     src.add_argument('--images', help='folder or zip of images')
     calc.add_argument('--ref', required=True, help='reference statistics .npz (fid.py ref)')
     calc.add_argument('--save-stats', default=None, help='also write the samples\' statistics here')
-    sample = sub.add_parser('sample', help='write a checkpoint\'s images of seeds 0..num-1 to a zip of PNGs', **sub_args)
+    sample = sub.add_parser('sample', help='write a checkpoint\'s images (one per seed) to a zip of PNGs', **sub_args)
     sample.add_argument('--ckpt', required=True, help='teacher (Heun, EMA) or one-step generator checkpoint')
     sample.add_argument('--out', required=True, help='the .zip to write')
     for q in (calc, sample):
         q.add_argument('--num', type=int, default=50000, help='images to generate (the standard: 50000)')
+        q.add_argument('--first-seed', type=int, default=0, help='their seeds: first-seed .. first-seed + num - 1 '
+                       '(another set of samples of the same generator: the metric\'s own noise)')
         q.add_argument('--steps', type=int, default=18, help='sampler steps for teacher checkpoints (EDM, CIFAR-10; '
                        'ImageNet-64: 256 with --sampler stochastic)')
         q.add_argument('--sampler', default='heun', choices=['heun', 'stochastic'], help='teacher checkpoints: EDM\'s '
@@ -653,10 +655,12 @@ def main(argv=None):
         q.add_argument('--inception', default=None, help='local weights file (offline); default: download')
     args = p.parse_args(argv)
     parser = {'ref': ref, 'calc': calc, 'sample': sample}[args.cmd]
-    if args.batch < 1 or getattr(args, 'num', 2) < 2 or getattr(args, 'steps', 1) < 1 or getattr(args, 'per_class', 0) < 0:
-        parser.error('--batch and --steps must be at least 1, --num at least 2, --per-class at least 0')
+    if args.batch < 1 or getattr(args, 'num', 2) < 2 or getattr(args, 'steps', 2) < 2 or min(
+            getattr(args, 'per_class', 0), getattr(args, 'first_seed', 0)) < 0:
+        parser.error('--batch must be at least 1, --num and --steps at least 2, --per-class and --first-seed at least 0')
     if getattr(args, 'images', None):
-        common.refuse_flags(parser, argv, ['num', 'steps', 'sampler', 'sample_precision', 'compile'], 'with --images')
+        common.refuse_flags(parser, argv, ['num', 'first_seed', 'steps', 'sampler', 'sample_precision', 'compile'],
+                            'with --images')
     if args.cmd == 'ref' and args.dataset not in ('cifar10', 'fashion-mnist'):
         common.refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH')
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
@@ -664,8 +668,9 @@ def main(argv=None):
         if args.cmd == 'sample':
             sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile),
                                         args.sampler == 'stochastic')
-            save_samples(sample, args.num, args.out, batch=args.batch)
-            print(f'wrote {args.out}: {args.num} images of {args.ckpt} (seeds 0..{args.num - 1})')
+            save_samples(sample, args.num, args.out, batch=args.batch, first_seed=args.first_seed)
+            print(f'wrote {args.out}: {args.num} images of {args.ckpt} (seeds {args.first_seed}..'
+                  f'{args.first_seed + args.num - 1})')
             return
         allow = not getattr(args, 'no_download', False)
         common.preflight([lambda: inception_file(args.inception, allow)] +  # before any sampling or decoding
@@ -691,7 +696,7 @@ def main(argv=None):
         else:
             sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile),
                                         args.sampler == 'stochastic')
-            seeds, num = list(range(args.num)), args.num
+            seeds, num = list(range(args.first_seed, args.first_seed + args.num)), args.num
             batches = (sample(seeds[i:i + args.batch]) for i in range(0, num, args.batch))
         stats = stats_from_batches(batches, detector, args.mode, device, total=num, what=f'fid ({metric_name(num)})')
         if args.save_stats:

@@ -3,7 +3,8 @@
   one GPU:   python score_free.py --dataset cifar10
   8 GPUs:    torchrun --standalone --nproc_per_node=8 score_free.py --dataset cifar10
   members:   --divergence rkl (DiKL, default) | js (DiJS) | fkl | hellinger
-  ablation:  --cls-init random          the spec's exact setting: --weight sigma2 --gen-sigma-max inf
+  ablation:  --cls-init random (the classifier without the teacher's encoder)
+  the spec:  --weight sigma2 --gen-sigma-max inf (the exact counterpart of Diff-Instruct)
   verifier:  python score_free.py verify --ckpt runs/score_free/generator.pt --k 4 --ref refs/cifar10-train.npz
 
 The method. The generator G_θ(z) = D_θ(σ_init·z; σ_init) is initialised from a diffusion teacher, exactly as in
@@ -217,7 +218,7 @@ def load_classifier(ckpt, device):
             raise ValueError(f'this classifier was trained with --{key.replace("_", "-")} '
                              f'{ckpt["config"][key]}, an option since removed; `git checkout eb25876` reads it')
     cls = Classifier(ckpt['net_config'])
-    cls.load_state_dict(ckpt['classifier'])
+    common.load_net_state(cls, ckpt['classifier'], 'the checkpoint\'s classifier')
     return cls.to(device).eval().requires_grad_(False)
 
 
@@ -267,7 +268,7 @@ def verify_main(argv):
     out.add_argument('--ref', help='FID against these reference statistics (fid.py ref)')
     out.add_argument('--out', help='write the images to this zip instead (fid.py calc --images measures it)')
     p.add_argument('--inception', default=None, help='local Inception weights (offline); default: download')
-    p.add_argument('--batch', type=int, default=250, help='images per pass')
+    p.add_argument('--batch', type=int, default=250, help='images per pass (each of k candidates: k x the memory)')
     p.add_argument('--device', default='auto', help='auto | cuda | cpu')
     args = p.parse_args(argv)
     if args.k < 1 or args.sigma <= 0 or args.num < 2 or args.batch < 1:
@@ -359,7 +360,7 @@ def iteration(nets, amp, reals, batch, args, train_G=True):
     (further ones on fresh samples), so the classifier has seen the current generator before it is used; (2) one
     generator step through the updated, frozen classifier on the same x₀. In expectation this is the usual
     alternation at one generator forward pass instead of two. train_G=False (the warm-up) skips (2)."""
-    G = nets.G
+    G = nets.G  # in train mode: dropout on, so the classifier learns the generator that the generator step trains
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     real, labels = next(reals)  # a conditional generator makes the classes of the real batch
     x0_labels = labels = labels if G.label_dim else None
@@ -446,7 +447,7 @@ def train(args, rank, world, device, init_generator=None):
         log(fid.fid_point(sample, args, fid_ref, device, rank, world, 0.0))
 
     if cur_nimg == 0 and args.cls_warmup:  # the classifier learns to tell the two apart before G follows it
-        progress = common.Progress('classifier warm-up', args.cls_warmup, 'iterations', rank)
+        progress, t0 = common.Progress('classifier warm-up', args.cls_warmup, 'iterations', rank), time.time()
         for i in range(args.cls_warmup):
             stats = iteration(nets, amp, reals, batch, args, train_G=False)
             progress.update(1)
@@ -454,13 +455,14 @@ def train(args, rank, world, device, init_generator=None):
                 values = common.all_reduce_mean(stats, world).tolist()
                 common.print0(f'classifier warm-up step {i + 1}/{args.cls_warmup}: loss_cls {values[0]:.4f}  '
                               f'acc_fake {values[2]:.3f}  acc_real {values[3]:.3f}', rank=rank)
+        log({'kimg': 0.0, 'warmup_iterations': args.cls_warmup, 'warmup_s': time.time() - t0})  # training time too
     tick, tick_nimg, tick_time, tick_stats = 0, cur_nimg, time.time(), []
     while True:
         tick_stats.append(iteration(nets, amp, reals, batch, args))
         cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
-        done = cur_nimg >= args.total_kimg * 1000
-        if not done and cur_nimg < tick_nimg + args.tick_kimg * 1000:
+        done = cur_nimg >= round(args.total_kimg * 1000)  # whole images: x·1000 is not exact in floats
+        if not done and cur_nimg < tick_nimg + round(args.tick_kimg * 1000):
             continue
 
         common.sync(device)

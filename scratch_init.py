@@ -55,10 +55,10 @@ def parse_args(argv=None):
     if not {'mapping', 'single_sigma'} & set(arms):
         common.refuse_flags(p, argv, ['init_kimg', 'init_lr', 'init_batch'], 'without a pre-trained arm (mapping, '
                             'single_sigma)')
-    if '--outdir' in rest or '--resume' in rest:
-        p.error('--outdir is set per arm by scratch_init.py; --resume is not supported here')
-    if args.init_kimg <= 0 or args.init_batch <= 0 or args.mapping_pairs <= 0:
-        p.error('--init-kimg, --init-batch and --mapping-pairs must be positive')
+    if any(a == '--resume' or a.startswith('--resume=') for a in rest):
+        p.error('--resume is not supported here: an arm starts from its initialisation (the outdir is per arm)')
+    if min(args.init_kimg, args.init_batch, args.mapping_pairs, args.init_lr) <= 0 or args.mapping_steps < 2:
+        p.error('--init-kimg, --init-batch, --init-lr and --mapping-pairs must be positive, --mapping-steps at least 2')
     method_args = METHODS[args.method].parse_args(rest + ['--outdir', args.outdir])
     return args, method_args
 
@@ -68,9 +68,11 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------------------------------------------
 
 def fresh_weights(G, seed):
-    """A newly initialised network of G's architecture (EDM's init), reproducible from seed."""
-    torch.manual_seed(seed)
-    return common.net_from_config(G.config).state_dict()
+    """A newly initialised network of G's architecture (EDM's init), reproducible from seed; the training's own
+    random stream is left where it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return common.net_from_config(G.config).state_dict()
 
 
 def init_random(G, seed=0):
@@ -78,10 +80,14 @@ def init_random(G, seed=0):
 
 
 def init_io_reinit(G, seed=0):
-    """Keep the teacher's inner blocks; re-initialise the input conv and the output norm + conv."""
-    res = G.img_resolution
+    """Keep the teacher's inner blocks; re-initialise the input conv and the output norm + conv (DDPM++'s aux_*
+    layers, ADM's out_*)."""
     fresh = fresh_weights(G, seed)
-    io = (f'model.enc.{res}x{res}_conv.', f'model.dec.{res}x{res}_aux_norm.', f'model.dec.{res}x{res}_aux_conv.')
+    first = next(iter(G.model.enc))
+    res = G.img_resolution
+    out = (('model.out_norm.', 'model.out_conv.') if hasattr(G.model, 'out_conv') else
+           (f'model.dec.{res}x{res}_aux_norm.', f'model.dec.{res}x{res}_aux_conv.'))
+    io = (f'model.enc.{first}.',) + out
     G.load_state_dict({k: fresh[k] if k.startswith(io) else v for k, v in G.state_dict().items()})
 
 

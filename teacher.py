@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument('--sampler', default='heun', choices=['heun', 'stochastic'], help='EDM\'s deterministic Heun '
                    'sampler, or its stochastic one with the ImageNet-64 settings (S_churn 40, S_min 0.05, S_max 50, '
                    'S_noise 1.003)')
-    p.add_argument('--sample', type=int, default=0, help='write this many Heun samples of --ckpt\'s EMA and exit')
+    p.add_argument('--sample', type=int, default=0, help='write this many samples of --ckpt\'s EMA (--sampler) and exit')
     p.add_argument('--ckpt', default=None, help='the teacher checkpoint for --sample')
     p.add_argument('--import-edm', default=None, help='an official EDM .pkl (path, URL or short name) to import')
     argv = sys.argv[1:] if argv is None else argv
@@ -64,14 +64,14 @@ def parse_args(argv=None):
                             'with --import-edm')
     elif args.sample:
         common.refuse_flags(p, argv, [d for d in vars(args) if d not in SAMPLE_FLAGS], 'with --sample')
-        if not args.ckpt:
-            p.error('--sample needs --ckpt')
+        if not args.ckpt or args.sample < 1 or args.steps < 2 or args.grid < 1:
+            p.error('--sample N (N at least 1) needs --ckpt, --steps at least 2 and --grid at least 1')
         return args
     elif 'ckpt' in given:
         p.error('--ckpt: no effect without --sample')
-    if min(args.batch, args.total_kimg, args.lr, args.ema_halflife_kimg, args.steps) <= 0 or args.lr_rampup_kimg < 0:
-        p.error('--batch, --total-kimg, --lr, --ema-halflife-kimg and --steps must be positive, --lr-rampup-kimg at '
-                'least 0')
+    if min(args.batch, args.total_kimg, args.lr, args.ema_halflife_kimg, args.steps - 1) <= 0 or args.lr_rampup_kimg < 0:
+        p.error('--batch, --total-kimg, --lr, --ema-halflife-kimg must be positive, --steps at least 2, '
+                '--lr-rampup-kimg at least 0')
     common.check_runtime_args(p, argv, args)
     if args.preset == 'adm':  # EDM's ImageNet-64 recipe (its README's training table) where no flag says otherwise
         for dest, value in IMAGENET_RECIPE.items():
@@ -93,7 +93,7 @@ SAMPLE_FLAGS = ('sample', 'ckpt', 'outdir', 'steps', 'sampler', 'grid', 'device'
 
 
 def save_samples(args, device):
-    """--sample N: Heun samples from a checkpoint's EMA weights, as PNG files and one grid."""
+    """--sample N: samples of a checkpoint's EMA weights (EDM's sampler), as PNG files and one grid."""
     from PIL import Image
     ckpt = common.load_checkpoint(args.ckpt, 'teacher')
     net = common.net_from_config(ckpt['net_config']).to(device).eval()
@@ -119,7 +119,7 @@ def lr_ramp(optimizer, lr, cur_nimg, rampup_kimg):
         g['lr'] = lr * (min(cur_nimg / (rampup_kimg * 1000), 1) if rampup_kimg > 0 else 1)
 
 
-def training_step(model, net, opt, amp, images, labels, augment_pipe=None):
+def training_step(model, opt, amp, images, labels, augment_pipe=None):
     """One EDM step on a batch: augment (non-leaking: the net is told what was done), the loss, Adam. model is what
     the forward pass calls (net compiled and/or in DDP). Returns the per-image losses."""
     images, augment_labels = augment_pipe(images) if augment_pipe else (images, None)
@@ -185,20 +185,20 @@ def train(args, rank, world, device):
                       f'{args.total_kimg / args.lr_rampup_kimg:.1%} of --lr {args.lr:g}; shorten the ramp', rank=rank)
 
     # Training loop: one EDM step per batch, a progress line per tick, a snapshot every few ticks.
-    tick, tick_nimg, tick_time = 0, cur_nimg, time.time()
+    tick, tick_nimg, tick_time, tick_losses = 0, cur_nimg, time.time(), []
     while True:
         x, labels = next(sampler)
         lr_ramp(opt, args.lr, cur_nimg, args.lr_rampup_kimg)
-        loss = training_step(model, net, opt, amp, x, labels, pipe)
+        tick_losses.append(training_step(model, opt, amp, x, labels, pipe).mean())
         cur_nimg += args.batch
         common.ema_update(ema, net, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
-        done = cur_nimg >= args.total_kimg * 1000
-        if not done and cur_nimg < tick_nimg + args.tick_kimg * 1000:
+        done = cur_nimg >= round(args.total_kimg * 1000)  # whole images: x·1000 is not exact in floats
+        if not done and cur_nimg < tick_nimg + round(args.tick_kimg * 1000):
             continue
 
         common.sync(device)
-        # logged per pixel, as EDM's logs do (the loss itself is summed over pixels)
-        loss_mean = common.all_reduce_mean(loss.mean(), world).item() / x[0].numel()
+        # the tick's mean, per pixel, as EDM's logs (the loss itself is summed over pixels)
+        loss_mean = common.all_reduce_mean(torch.stack(tick_losses).mean(), world).item() / x[0].numel()
         common.check_finite({'loss': loss_mean}, cur_nimg)
         log({'tick': tick, 'step': cur_nimg // args.batch, 'kimg': round(cur_nimg / 1000, 3), 'loss': loss_mean,
              'lr': opt.param_groups[0]['lr'], **common.tick_speed(cur_nimg, tick_nimg, tick_time, device)})
@@ -217,7 +217,7 @@ def train(args, rank, world, device):
                 log(fid.fid_point(sample, args, fid_ref, device, rank, world, round(cur_nimg / 1000, 3)))
             if world > 1:
                 torch.distributed.barrier()
-        tick_nimg, tick_time = cur_nimg, time.time()
+        tick_nimg, tick_time, tick_losses = cur_nimg, time.time(), []
         if done:
             break
 

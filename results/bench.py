@@ -126,7 +126,7 @@ def bench_teacher(args, device, extra):
     x = torch.rand([batch, 3, 32, 32], device=device) * 2 - 1
 
     def step():
-        teacher.training_step(model, net, opt, amp, x, None, pipe)
+        teacher.training_step(model, opt, amp, x, None, pipe)
         common.ema_update(ema, net, 0.999)
     flops = 3 * count_flops(lambda: net(x[:1], torch.ones(1, device=device)))
     return step, batch, flops, sum(p.numel() for p in net.parameters())
@@ -138,9 +138,11 @@ def bench_diff_instruct(args, device, extra):
     nets = diff_instruct.build_nets(t, a, device).wrap(a.compile, device, 1)
     G_ema = copy.deepcopy(nets.G)
     amp = common.Precision(device, a.precision)
+    augment = diff_instruct.resolve_augment(a.augment, t)  # as the trainer: 0.12 for the edm preset's augment labels
+    pipe = common.AugmentPipe(augment) if augment else None
 
     def step():
-        diff_instruct.iteration(nets, amp, a.batch, a)
+        diff_instruct.iteration(nets, amp, a.batch, a, pipe)
         common.ema_update(G_ema, nets.G, 0.999)
     f = count_flops(lambda: t(torch.zeros(1, 3, 32, 32, device=device), torch.ones(1, device=device)))
     # per image: a fake step = G forward + fake forward/backward (1 + 3); the generator step = G forward/backward

@@ -2,9 +2,11 @@
 # Everything this project measures on a borrowed GPU, as one prepared device call (no network there; 64 MiB in,
 # 64 MiB out; the call is killed at 600 s).
 #   here, once:  python results/bench.py carry        (.carry/: the CIFAR-10 test zip, the fp16-rounded Inception)
-#                mkdir -p .carry/data && cp ../shared/data/cifar10-jpeg-train.zip .carry/data/   (study only)
 #   the call:    run(command="OUT=$OUT bash results/gpu.sh", carry=[".carry"], timeout_s=560)
-#                STAGES picks and orders the stages: bench (default: bench fid curves) | fid | curves | study
+#                STAGES picks and orders the stages: bench (default: bench curves fid) | fid | curves | study
+#   the study alone (its train zip does not fit beside .carry in the 64 MiB a call carries):
+#                mkdir -p .carry_study/data && cp ../shared/data/cifar10-jpeg-train.zip .carry_study/data/
+#                run(command="STAGES=study OUT=$OUT bash results/gpu.sh", carry=[".carry_study"], timeout_s=560)
 #   here, after: copy $OUT/gpu.txt into results/NOTES.md (benchmarks); for the study:
 #                python results/study.py unpack --tier gpu <files>/study_gpu_*.tar && python results/study.py fid --tier gpu
 #                && python results/study.py report --tier gpu
@@ -84,12 +86,14 @@ stage_fid() {
     --device "$DEVICE" --sample-precision bf16 --compile 1
 }
 stage_study() {
-  export SHARED=$PWD/$CARRY
-  mkdir -p runs/study/gpu
+  export SHARED=$PWD/${STUDY_CARRY:-.carry_study}
+  local tier=${TIER:-gpu} left=$(( STOP - SECONDS - 30 ))  # 30 s kept for packing
+  if (( left < 60 )); then echo "skipped (out of time): study" | tee -a "$LOG"; return; fi
+  mkdir -p "results/study_$tier/records"
   python -c "import json, torch; json.dump({'name': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu',
-    'torch': torch.__version__}, open('runs/study/gpu/device.json', 'w'))"
-  timeout "${STUDY_SECONDS:-$(( STOP - SECONDS ))}" python results/study.py run --tier "${TIER:-gpu}" 2>&1 | tail -20 | tee -a "$LOG"
-  python results/study.py pack --tier "${TIER:-gpu}" --to "$OUT" | tee -a "$LOG"
+    'torch': torch.__version__}, open('results/study_$tier/records/device.json', 'w'))"
+  timeout "${STUDY_SECONDS:-$left}" python results/study.py run --tier "$tier" 2>&1 | tail -20 | tee -a "$LOG"
+  python results/study.py pack --tier "$tier" --to "$OUT" | tee -a "$LOG"
 }
 for stage in ${STAGES:-bench curves fid}; do "stage_$stage"; done
 echo "total $SECONDS s" | tee -a "$LOG"

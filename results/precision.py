@@ -99,7 +99,7 @@ def main(argv=None):
                     with mixed(dtype):
                         return common.edm_loss(net, x).mean()
                 return seeded_gradient(net.parameters(), device, loss)
-            compare(part, gradient, lambda: teacher.training_step(net, net, opt, fp32, next(reals)[0], None),
+            compare(part, gradient, lambda: teacher.training_step(net, opt, fp32, next(reals)[0], None),
                     steps, torch.bfloat16)
             continue
         t, _ = edm_import.load_teacher(args.teacher, device, allow_download=False)

@@ -1,22 +1,23 @@
 """The results study: the paper's four claims measured on real images, at a scale one machine can run.
 
-  python results/study.py run                 run (or resume) the CPU tier: every step that is done is skipped
-  python results/study.py run --tier gpu      the same study, one flag, at GPU scale (small preset, budgets sized
-                                              in seconds on the device; see results/study_gpu.sh)
-  python results/study.py report              turn runs/study/<tier> into results/README.md and its figures
-  GPU tier, one device call (results/study_gpu.sh runs `run --tier gpu` and `pack` there; it saves samples, since
-  the Inception weights do not travel), then here:
-  python results/study.py unpack --tier gpu FILE.tar ...    the call's files into runs/study/gpu
-  python results/study.py fid --tier gpu                    FID of every saved sample zip (real Inception weights)
+  python results/study.py run        run (or resume) the CPU tier: every finished job is skipped, one job at a time
+  python results/study.py report     turn its records into results/README.md and its figures
+  GPU tier (one device call, results/gpu.sh STAGES=study; FID points travel as sample zips), then here:
+  python results/study.py unpack --tier gpu FILE.tar ... && python results/study.py fid --tier gpu
+  python results/study.py report --tier gpu
 
-One teacher is trained once; every arm starts from it with the same data, batch, generator learning rate, EMA,
-budget and seeds, and is measured by FID (real Inception weights, TF pipeline) against reference statistics of
-the training images, at several points of the run. The claims (../shared/spec/methods.md):
-  1  distillation (Diff-Instruct) uses the teacher's score and weights   -> teacher forward passes per image
-  2  the score-free family works without the score, competitive with DI -> di vs sf_rkl / sf_js (/ sf_fkl)
+Two teachers (A, B) trained with the same flags and different seeds; every arm starts from one of them with the
+same data, batch, EMA, budget and per-method generator lr, for three training seeds, and is measured by FID-1k of
+fixed sample seeds (real Inception weights, TF pipeline) against 200 training images per class (the claim-2 arms
+also against 200 test images per class). The claims (../shared/spec/methods.md):
+  1  distillation (Diff-Instruct) uses the teacher's score and weights   -> by construction
+  2  the score-free family works without the score, competitive with DI -> di vs sf_rkl (/ sf_js, sf_fkl)
   3  teacher initialisation is indispensable                            -> sf_rkl (teacher init) vs init_random
-  4  it is the features, not the mapping                                -> init_mapping, init_single_sigma
-and the ratio as a verifier (v5): FID of the score-free generator with k = 1, 2, 4, 8 candidates per image.
+  4  it is the features, not the mapping                                -> init_mapping vs the feature-carrying inits
+plus one longer pair per teacher (di and sf_rkl of seed 0 to 48 kimg), the metric's own noise (one generator,
+three sets of sample seeds) and the ratio as a verifier (k candidates per image, two rules, two snapshots).
+Each job's small outputs (logs, FIDs, grids; no checkpoints but the teachers' EMA weights) are kept in
+results/study_<tier>/records, which is committed, so that a later session continues where this one stopped.
 Data: the JPEG copy of CIFAR-10 in ../shared/data is lossy, so its FIDs compare only with each other.
 """
 import argparse
@@ -34,24 +35,33 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('SHARED', os.path.join(os.path.dirname(ROOT), 'shared'))
 
-# Every tier: the teacher recipe, the arms' common settings, the FID protocol. The CPU tier fits ~3 hours of the
-# project's 2-core machines (pilot: results/pilot_score_free.md); the GPU tier is the same study at `small` scale.
+# The verdict rules, fixed before the runs. judge(x, y, f) asks "mean(x) <= f * mean(y)" over training seeds:
+#   holds        when f·mean(y) − mean(x) exceeds twice its standard error (Welch: sqrt(s_x²/n_x + f²·s_y²/n_y))
+#   did not hold when mean(x) − f·mean(y) exceeds twice the same standard error
+#   otherwise (or with fewer than two seeds on a side) not decidable at this scale.
+# Claim 2: sf_rkl <= 1.10 x di (competitive: within 10 %), per teacher, overall (both teachers' seeds pooled), and
+#          at equal wall time (di's FID interpolated at the time sf_rkl took to reach the budget).
+# Claim 3: sf_rkl (teacher init) <= init_random / 1.10.
+# Claim 4: (a) sf_rkl <= init_mapping / 1.10; (b) init_single_sigma <= init_mapping; (c) init_io_reinit <= init_mapping;
+#          the claim holds when all three hold, did not hold when any did not, else not decidable.
+RULES = [('2', 'sf_rkl', 'di', 1.10), ('3', 'sf_rkl', 'init_random', 1 / 1.10), ('4a', 'sf_rkl', 'init_mapping', 1 / 1.10),
+         ('4b', 'init_single_sigma', 'init_mapping', 1.0), ('4c', 'init_io_reinit', 'init_mapping', 1.0)]
+
 TIERS = {
     'cpu': dict(
         teacher=['--preset', 'tiny', '--batch', '64', '--lr', '1e-3', '--lr-rampup-kimg', '10',
                  '--ema-halflife-kimg', '10', '--total-kimg', '120', '--tick-kimg', '10', '--snapshot-ticks', '4'],
         arm=['--batch', '64', '--ema-halflife-kimg', '2', '--total-kimg', '16', '--tick-kimg', '4',
              '--snapshot-ticks', '2'],
-        # each method at the generator lr the pilot found best for it (results/pilot_score_free.md): Diff-Instruct
-        # 1e-4 (its fake score at the same lr), score-free 3e-5 (with its defaults: normalized weight, σ ≤ 2)
+        # each method at the generator lr the pilot found best for it (results/pilot_score_free.md)
         lr=dict(diff_instruct='1e-4', score_free='3e-5'),
         init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
-        per_class=200, fid_num=1000, device='cpu'),
-    # The GPU tier is one device call of at most 10 minutes (a borrowed H100/H200: no network, no Inception weights,
-    # 64 MiB in and out). A GPU's speed is not known until it runs, so the budgets are seconds: two results/bench.py runs
-    # at the start measure the teacher's and Diff-Instruct's img/s, and size_budget turns the seconds into kimg
-    # (budget.json; every arm gets the same kimg, sized by Diff-Instruct, the slowest). FID points save their
-    # images (--fid-ref samples) and `study.py fid` measures them where the weights are.
+        teachers=dict(A=0, B=1), seeds=(0, 1, 2), per_class=200, fid_num=1000, device='cpu', long_kimg=48,
+        arms_on=dict(A=None, B=('di', 'sf_rkl', 'sf_js')),  # None: every arm
+        verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True)),
+    # One device call of at most 10 minutes (no network, no Inception weights there): budgets in seconds, sized by
+    # two results/bench.py runs on the device (every arm the same kimg, by Diff-Instruct, the slowest); FID points
+    # save their images (--fid-ref samples) and `study.py fid` measures them here. One teacher, one seed.
     'gpu': dict(
         teacher=['--preset', 'small', '--batch', '256', '--lr', '1e-3', '--lr-rampup-kimg', '{teacher_rampup_kimg}',
                  '--ema-halflife-kimg', '{teacher_ema_kimg}', '--total-kimg', '{teacher_kimg}',
@@ -60,11 +70,11 @@ TIERS = {
              '--tick-kimg', '{arm_tick_kimg}', '--snapshot-ticks', '2'],
         lr=dict(diff_instruct='2e-5', score_free='2e-5'),  # untested: between DI's official 1e-5 and the pilot's
         init=['--init-kimg', '{init_kimg}', '--init-batch', '128', '--init-lr', '1e-4', '--mapping-pairs', '20000'],
-        # 4.5 min of training; ~14 process starts (imports, CUDA, decoding the JPEGs) estimated at ~3 min, not
-        # measured (no device yet); study_gpu.sh stops the study at 500 s whatever happens, to pack in time
         seconds=dict(teacher=120, arm=20, init=10),
         bench=dict(preset='small', teacher_batch=256, arm_batch=128, steps=20),
-        fid='samples', per_class=200, fid_num=1000, device='cuda'),
+        teachers=dict(A=0), seeds=(0,), fid='samples', per_class=200, fid_num=1000, device='cuda', long_kimg=None,
+        arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'init_random', 'init_mapping', 'init_single_sigma')),
+        verifier=dict(ks=(2, 4, 8), rules=('resample',), seeds=(0,), test_ref=False)),
 }
 
 
@@ -76,15 +86,21 @@ def set_flags(flag_list, **values):
     return out
 
 
-# The GPU tier's plumbing on a CPU (bench, sizing, samples, pack): `run --tier gpu_dry`, then `pack`, `unpack`,
-# `fid`, `report` as after a device call. Its numbers mean nothing. On the 2-core VM, sharing it with another job,
-# study_gpu.sh's 500 s stop came during the second arm; unpack + fid + report took 4 min more.
+# The GPU tier's plumbing on a CPU (bench, sizing, samples, pack): `run --tier gpu_dry`; its numbers mean nothing.
 TIERS['gpu_dry'] = dict(TIERS['gpu'], seconds=dict(teacher=20, arm=4, init=2), per_class=2, fid_num=16, device='cpu',
                         bench=dict(preset='tiny', teacher_batch=32, arm_batch=16, steps=3),
                         teacher=set_flags(TIERS['gpu']['teacher'], preset='tiny', batch='32'),
                         arm=set_flags(TIERS['gpu']['arm'], batch='16'),
                         init=set_flags(TIERS['gpu']['init'], init_batch='16', mapping_pairs='64'))
-# name -> (claim, script, extra flags). Every arm also gets the tier's `arm` flags and the teacher.
+# The CPU tier's plumbing in minutes (stages, verifier, accuracy, noise, test FIDs, report): `run --tier cpu_dry`.
+TIERS['cpu_dry'] = dict(TIERS['cpu'], per_class=2, fid_num=16, long_kimg=0.128, seeds=(0, 1),
+                        teacher=set_flags(TIERS['cpu']['teacher'], batch='16', total_kimg='0.128', tick_kimg='0.064',
+                                          lr_rampup_kimg='0.064', ema_halflife_kimg='0.064'),
+                        arm=set_flags(TIERS['cpu']['arm'], batch='16', total_kimg='0.064', tick_kimg='0.016',
+                                      ema_halflife_kimg='0.016'),
+                        init=set_flags(TIERS['cpu']['init'], init_kimg='0.032', init_batch='16', mapping_pairs='16'),
+                        verifier=dict(TIERS['cpu']['verifier'], ks=(2,), seeds=(0, 1)))
+# name -> (claim, script, extra flags). Every arm also gets the tier's `arm` flags and its teacher.
 ARMS = {
     'di': ('2', 'diff_instruct.py', []),
     'sf_rkl': ('2', 'score_free.py', ['--divergence', 'rkl', '--fid-at-start', '1']),
@@ -95,26 +111,35 @@ ARMS = {
     'init_single_sigma': ('4', 'scratch_init.py', ['--arms', 'single_sigma']),
     'init_io_reinit': ('4', 'scratch_init.py', ['--arms', 'io_reinit']),
 }
-DEFAULT_ARMS = 'di,sf_rkl,sf_js,init_random,init_mapping,init_single_sigma'
-VERIFIER_KS = (1, 2, 4, 8)
+CLAIM2 = ('di', 'sf_rkl', 'sf_js', 'sf_fkl')
+SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # where the verifier's classifier is scored
 
 
-def paths(runs, tier):
-    base = os.path.join(runs, tier)
-    return dict(base=base, teacher=os.path.join(base, 'teacher'), ref=os.path.join(base, 'ref.npz'),
-                arms=os.path.join(base, 'arms'), data=os.path.join(SHARED, 'data', 'cifar10-jpeg-train.zip'),
+def paths(args):
+    base = os.path.join(args.runs, args.tier)
+    return dict(base=base, records=args.records or os.path.join(ROOT, 'results', f'study_{args.tier}', 'records'),
+                ref=os.path.join(base, 'ref_train.npz'), ref_test=os.path.join(base, 'ref_test.npz'),
+                data=os.path.join(SHARED, 'data', 'cifar10-jpeg-train.zip'),
+                test_data=os.path.join(SHARED, 'data', 'cifar10-jpeg-test.zip'),
                 inception=os.path.join(SHARED, 'fid', 'inception-2015-12-05.pt'))
 
 
-def arm_dir(p, name):
-    """scratch_init.py writes <outdir>/<init arm>; the others write <outdir> itself."""
-    claim, script, extra = ARMS[name]
-    return os.path.join(p['arms'], name, extra[1]) if script == 'scratch_init.py' else os.path.join(p['arms'], name)
+def jobs(cfg):
+    """(teacher, arm, seed) of every arm run, in the order they run: claim 2 first, the first seed of each first."""
+    out = []
+    for seed in cfg['seeds']:
+        for teacher, arms in cfg['arms_on'].items():
+            out += [(teacher, a, seed) for a in (arms or ARMS) if a in CLAIM2]
+    for seed in cfg['seeds']:
+        for teacher, arms in cfg['arms_on'].items():
+            out += [(teacher, a, seed) for a in (arms or ARMS) if a not in CLAIM2]
+    return out
 
 
 def sh(cmd, log):
     """Run one step, its output appended to a log; stop the study with the log's tail if it fails."""
     print('$ ' + ' '.join(cmd), flush=True)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, 'a') as f:
         t0 = time.time()
         r = subprocess.run([sys.executable] + cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
@@ -126,32 +151,35 @@ def sh(cmd, log):
 
 
 def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
 
 
-def fid_calc(p, args, out_json, extra, wall_s=None, cmd=('fid.py', 'calc')):
-    """fid.py calc (or score_free.py verify) once; the value, its metric name and wall time (or the given one: the sampling's, when the
-    images were made elsewhere) go to out_json (skipped when it exists)."""
+def load_json(path):
+    return json.load(open(path)) if os.path.isfile(path) else None
+
+
+def fid_calc(p, args, out_json, extra, ref=None, wall_s=None, cmd=('fid.py', 'calc')):
+    """fid.py calc (or score_free.py verify) once, against the training reference unless told; the value, its
+    metric name and wall time (or the given one: the sampling's, when made elsewhere) go to out_json."""
     if os.path.isfile(out_json):
         return
     log = out_json[:-5] + '.log'
     t0 = time.time()
-    sh(list(cmd) + ['--ref', p['ref'], '--inception', p['inception'], '--device', args.device_flag] + extra, log)
-    name, value = open(log).read().split('# wall')[-2].split()[-2:]
+    sh(list(cmd) + ['--ref', ref or p['ref'], '--inception', p['inception'], '--device', args.device_flag] + extra, log)
+    name, value = re.findall(r'^(fid\S+) ([\d.]+)$', open(log).read(), re.MULTILINE)[-1]
     write_json(out_json, {'metric': name, 'value': float(value),
                           'wall_s': round(time.time() - t0, 1) if wall_s is None else wall_s})
 
 
 def sample_step(args, out_zip, extra, cmd=('fid.py', 'sample')):
-    """fid.py sample (or score_free.py verify) once (the --fid-ref samples tiers): the zip, and the sampling's wall time in <zip>_wall.json
-    (`study.py fid` reports that time, not its own)."""
+    """fid.py sample (or score_free.py verify) once (the --fid-ref samples tiers): the zip and its wall time."""
     if os.path.isfile(out_zip):
         return
-    wall = sh(list(cmd) + ['--out', out_zip, '--device', args.device_flag] + extra,
-              out_zip[:-4] + '_sample.log')
+    wall = sh(list(cmd) + ['--out', out_zip, '--device', args.device_flag] + extra, out_zip[:-4] + '_sample.log')
     write_json(out_zip[:-4] + '_wall.json', {'wall_s': round(wall, 1)})
 
 
@@ -170,9 +198,8 @@ def size_budget(cfg, rates):
 
 
 def measure_budget(cfg, p):
-    """budget.json of a tier sized in seconds: the teacher's and Diff-Instruct's img/s (results/bench.py) on this device,
-    measured once (a resumed study keeps its budget)."""
-    path = os.path.join(p['base'], 'budget.json')
+    """budget.json of a tier sized in seconds: results/bench.py's teacher and Diff-Instruct img/s on this device."""
+    path = os.path.join(p['records'], 'budget.json')  # with the records: a report here reads it
     if not os.path.isfile(path):
         b, rates = cfg['bench'], {}
         for name, batch in (('teacher', b['teacher_batch']), ('diff_instruct', b['arm_batch'])):
@@ -189,118 +216,232 @@ def flags(cfg, key, budget):
     return [f.format(**budget) if budget else f for f in cfg[key]]
 
 
-def arm_command(name, cfg, p, init_method, fid_num, budget=None):
+def flag_value(flag_list, name):
+    return flag_list[flag_list.index(name) + 1]
+
+
+def arm_command(name, cfg, p, teacher_ckpt, outdir, seed, fid_num, budget=None):
     """(the command line of one arm, the one-step method it trains): the arm's flags, then the tier's."""
     claim, script, extra = ARMS[name]
-    out = arm_dir(p, name)
     if script == 'scratch_init.py':
-        cmd = [script, '--method', init_method, '--outdir', os.path.dirname(out), '--fid-at-start', '1'] + extra
+        cmd = [script, '--method', 'score_free', '--outdir', os.path.dirname(outdir), '--fid-at-start', '1'] + extra
         init = flags(cfg, 'init', budget)  # each arm gets the pre-training flags it uses (scratch_init refuses others)
         for flag, value in zip(init[::2], init[1::2]):
             if extra[1] == 'mapping' or (extra[1] == 'single_sigma' and not flag.startswith('--mapping')):
                 cmd += [flag, value]
     else:
-        resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(out, 'checkpoint.pt')) else []
-        cmd = [script, '--outdir', out] + extra + resume
-    method = init_method if script == 'scratch_init.py' else script[:-3]
-    lr = cfg['lr'][method]
+        cmd = [script, '--outdir', outdir] + extra
+    method = 'score_free' if script == 'scratch_init.py' else script[:-3]
     fid = ['--fid-ref', 'samples'] if cfg.get('fid') == 'samples' else ['--fid-ref', p['ref'], '--inception',
                                                                          p['inception']]
-    cmd += ['--dataset', p['data'], '--teacher', os.path.join(p['teacher'], 'checkpoint.pt'), '--device',
-            cfg['device'], '--fid-num', fid_num, '--lr', lr] + fid
-    cmd += flags(cfg, 'arm', budget)
+    cmd += ['--dataset', p['data'], '--teacher', teacher_ckpt, '--device', cfg['device'], '--fid-num', fid_num,
+            '--lr', cfg['lr'][method], '--seed', str(seed)] + fid + flags(cfg, 'arm', budget)
     if method == 'diff_instruct':
-        cmd += ['--fake-lr', lr]  # the fake score at the generator's lr, as in the pilot
+        cmd += ['--fake-lr', cfg['lr'][method]]  # the fake score at the generator's lr, as in the pilot
     return cmd, method
 
 
+# ------------------------------------------------------------------------------------------------------
+# Running: teachers, references, then one job per (teacher, arm, seed)
+# ------------------------------------------------------------------------------------------------------
+
+def run_teacher(cfg, p, args, name, seed, budget):
+    """Train teacher `name` once and keep its EMA weights (a small teacher checkpoint) and log in the records."""
+    rec = os.path.join(p['records'], name, 'teacher')
+    ckpt = os.path.join(rec, 'teacher.pt')
+    if not os.path.isfile(ckpt):
+        work = os.path.join(p['base'], name, 'teacher')
+        resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(work, 'checkpoint.pt')) else []
+        sh(['teacher.py', '--dataset', p['data'], '--fid-ref', 'none', '--device', cfg['device'], '--outdir', work,
+            '--seed', str(seed)] + flags(cfg, 'teacher', budget) + resume, os.path.join(p['base'], f'teacher_{name}.log'))
+        sys.path.insert(0, ROOT)
+        import common
+        full = common.load_checkpoint(os.path.join(work, 'checkpoint.pt'), 'teacher')
+        os.makedirs(rec, exist_ok=True)
+        shutil.copy(os.path.join(work, 'log.jsonl'), rec)
+        common.save_checkpoint(ckpt, {k: full[k] for k in ('kind', 'config', 'net_config', 'ema', 'cur_nimg')})
+    return ckpt
+
+
+def make_refs(cfg, p):
+    for data, out, split in ((p['data'], p['ref'], 'train'), (p['test_data'], p['ref_test'], 'test')):
+        if not os.path.isfile(out) and (split == 'train' or cfg['verifier']['test_ref']):
+            sh(['fid.py', 'ref', '--dataset', data, '--split', split, '--per-class', str(cfg['per_class']),
+                '--inception', p['inception'], '--out', out, '--device', cfg['device']],
+               os.path.join(p['base'], f'ref_{split}.log'))
+
+
+def record(work, rec, keep_grids):
+    """The small outputs of a finished run into its record folder: the log, the grids of one seed, and the sample
+    zips of FID points made elsewhere (--fid-ref samples); no checkpoints."""
+    os.makedirs(os.path.join(rec, 'fid'), exist_ok=True)
+    shutil.copy(os.path.join(work, 'log.jsonl'), rec)
+    for f in sorted(glob.glob(os.path.join(work, 'fakes_*.png'))) if keep_grids else []:
+        shutil.copy(f, rec)
+    for f in glob.glob(os.path.join(work, 'fid_samples', '*.zip')):
+        shutil.copy(f, os.path.join(rec, 'fid'))
+
+
+def run_job(cfg, p, args, teacher, arm, seed, budget):
+    """One arm run of one seed from one teacher, with what is measured on it; skipped once its record is done.
+    The run goes in stages, each a --resume of the last (so its middle and last generators can be measured):
+    to half the budget, to the budget, and (the longer pair: di and sf_rkl of the first seed) on to long_kimg."""
+    rec = os.path.join(p['records'], teacher, arm, f'seed{seed}')
+    if os.path.isfile(os.path.join(rec, 'done.json')):
+        return
+    claim, script, extra = ARMS[arm]
+    work = os.path.join(p['base'], teacher, arm, f'seed{seed}')
+    out = os.path.join(work, extra[1]) if script == 'scratch_init.py' else work
+    for folder in (work, rec):  # a job starts clean: what a half-done one left (here or in the records) is gone
+        shutil.rmtree(folder, ignore_errors=True)
+    teacher_ckpt = run_teacher(cfg, p, args, teacher, cfg['teachers'][teacher], budget)
+    fid_num = str(args.fid_num or cfg['fid_num'])
+    cmd, method = arm_command(arm, cfg, p, teacher_ckpt, out, seed, fid_num, budget)
+    budget_kimg = float(flag_value(cmd, '--total-kimg'))
+    stages = [budget_kimg] if script == 'scratch_init.py' else [budget_kimg / 2, budget_kimg]
+    long_run = cfg['long_kimg'] and seed == cfg['seeds'][0] and arm in ('di', 'sf_rkl')
+    stages += [cfg['long_kimg']] if long_run else []
+    measured = arm == 'sf_rkl' and teacher == 'A' and seed in cfg['verifier']['seeds']
+    walls, log = [], os.path.join(work, 'job.log')
+    for i, kimg in enumerate(stages):
+        walls.append(round(sh(set_flags(cmd, total_kimg=f'{kimg:g}') + (['--resume', 'auto'] if i else []), log), 1))
+        if script != 'scratch_init.py' and (measured or arm in CLAIM2):
+            shutil.copy(os.path.join(out, 'generator.pt'), os.path.join(work, f'generator_{kimg:g}kimg.pt'))
+    derived = os.path.join(rec, 'fid')
+    if arm in CLAIM2 and cfg['verifier']['test_ref']:  # the budget's generator against held-out test images
+        gen = os.path.join(work, f'generator_{budget_kimg:g}kimg.pt')
+        fid_calc(p, args, os.path.join(derived, 'test.json'), ['--ckpt', gen, '--num', fid_num], ref=p['ref_test'])
+    if measured:
+        measure_generator(cfg, p, args, work, rec, budget_kimg, fid_num, first=seed == cfg['seeds'][0])
+    record(out, rec, keep_grids=seed == cfg['seeds'][0])
+    budget_wall = sum(w for w, kimg in zip(walls, stages) if kimg <= budget_kimg)  # the budget's, without the long part
+    write_json(os.path.join(rec, 'done.json'), {'wall_s': round(budget_wall, 1), 'stage_wall_s': walls,
+                                                'stages_kimg': stages, 'method': method, 'command': cmd})
+
+
+def measure_generator(cfg, p, args, work, rec, budget_kimg, fid_num, first):
+    """What the study asks of the score-free reverse-KL arm: the classifier's accuracy per σ on fresh samples, the
+    verifier at both snapshots (k candidates, each rule, σ = 0.1 and the σ chosen from seed 0's accuracy), and, on
+    the first seed, the metric's own noise (two more sets of sample seeds)."""
+    samples = cfg.get('fid') == 'samples'
+    snapshots = (budget_kimg / 2, budget_kimg)
+    if not samples:
+        for kimg in snapshots:
+            gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
+            write_json(os.path.join(rec, 'accuracy', f'{kimg:g}kimg.json'), classifier_accuracy(p, gen))
+    sigma_star = chosen_sigma(p, budget_kimg)
+    for kimg in snapshots:
+        gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
+        for sigma in sorted({0.1, sigma_star}):
+            for rule in cfg['verifier']['rules'] if sigma == 0.1 else ('resample',):
+                for k in cfg['verifier']['ks']:
+                    name = f'verifier_{kimg:g}kimg_k{k}_{rule}_sigma{sigma:g}'
+                    extra = ['--ckpt', gen, '--num', fid_num, '--k', str(k), '--sigma', f'{sigma:g}', '--rule', rule]
+                    if samples:
+                        sample_step(args, os.path.join(rec, 'fid', name + '.zip'), extra, ('score_free.py', 'verify'))
+                    else:
+                        fid_calc(p, args, os.path.join(rec, 'fid', name + '.json'), extra,
+                                 cmd=('score_free.py', 'verify'))
+    if first and not samples:
+        gen = os.path.join(work, f'generator_{budget_kimg:g}kimg.pt')
+        for start in (int(fid_num), 2 * int(fid_num)):
+            fid_calc(p, args, os.path.join(rec, 'fid', f'noise_seeds{start}.json'),
+                     ['--ckpt', gen, '--num', fid_num, '--first-seed', str(start)])
+
+
+REALS = {}
+
+
+def classifier_accuracy(p, gen, n=500):
+    """The run's own classifier (saved in generator.pt) on n fresh generated and n real training images, noised at
+    each σ of SIGMAS with fixed noise: its accuracy on each side (generated = logit > 0)."""
+    import torch
+    sys.path.insert(0, ROOT)
+    import common
+    import score_free
+    ckpt = common.load_checkpoint(gen, 'generator')
+    cpu = torch.device('cpu')
+    cls = score_free.load_classifier(ckpt, cpu)
+    G = common.net_from_config(ckpt['net_config']).eval()
+    G.load_state_dict(ckpt['ema'])
+    seeds = list(range(10 ** 6, 10 ** 6 + n))  # not the FID's seeds
+    fake = common.one_step_sampler(G, ckpt['sigma_init'], cpu)(seeds).float() / 127.5 - 1
+    if p['data'] not in REALS:  # decoded once per process
+        data = common.load_dataset(p['data'], allow_download=False)
+        REALS[p['data']] = data.images[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n]]
+    real = REALS[p['data']].float() / 127.5 - 1
+    gen_noise = torch.Generator().manual_seed(1)
+    out = {}
+    with torch.no_grad():
+        for s in SIGMAS:
+            sigma = torch.full([n], s)
+            c_fake = cls(fake + s * torch.randn(fake.shape, generator=gen_noise), sigma)
+            c_real = cls(real + s * torch.randn(real.shape, generator=gen_noise), sigma)
+            out[f'{s:g}'] = {'acc_fake': (c_fake > 0).float().mean().item(), 'acc_real': (c_real < 0).float().mean().item()}
+    return out
+
+
+def chosen_sigma(p, budget_kimg):
+    """The second scoring σ: the one (other than 0.1) where seed 0's classifier at the budget is most accurate
+    (balanced: the mean of both sides' accuracy); 0.1 alone when it was not measured (the samples tiers)."""
+    acc = load_json(os.path.join(p['records'], 'A', 'sf_rkl', 'seed0', 'accuracy', f'{budget_kimg:g}kimg.json'))
+    if not acc:
+        return 0.1
+    return float(max((s for s in acc if float(s) != 0.1), key=lambda s: acc[s]['acc_fake'] + acc[s]['acc_real']))
+
+
 def run(args):
-    cfg, p = TIERS[args.tier], paths(args.runs, args.tier)
-    samples = cfg.get('fid') == 'samples'  # FID points save their images; `study.py fid` measures them later
+    cfg, p = TIERS[args.tier], paths(args)
+    samples = cfg.get('fid') == 'samples'
     for f in [p['data']] + ([] if samples else [p['inception']]):
         if not os.path.isfile(f):
             raise SystemExit(f'error: {f} not found: the study needs ../shared (set SHARED=... to its location)')
-    os.makedirs(p['arms'], exist_ok=True)
+    os.makedirs(p['base'], exist_ok=True)
     args.device_flag = cfg['device']
     fid_num = str(args.fid_num or cfg['fid_num'])
     budget = measure_budget(cfg, p) if 'seconds' in cfg else None
-    # 1. The teacher, trained once (resumable), and the reference statistics of the training images.
-    teacher_ckpt = os.path.join(p['teacher'], 'checkpoint.pt')
-    if not os.path.isfile(os.path.join(p['teacher'], 'done')):
-        resume = ['--resume', 'auto'] if os.path.isfile(teacher_ckpt) else []
-        sh(['teacher.py', '--dataset', p['data'], '--fid-ref', 'none', '--device', cfg['device'],
-            '--outdir', p['teacher']] + flags(cfg, 'teacher', budget) + resume, os.path.join(p['base'], 'teacher.log'))
-        open(os.path.join(p['teacher'], 'done'), 'w').close()
-    if samples:
-        sample_step(args, os.path.join(p['base'], 'teacher_fid.zip'), ['--ckpt', teacher_ckpt, '--num', fid_num])
-    else:
-        make_ref(cfg, p, cfg['device'])
-        fid_calc(p, args, os.path.join(p['base'], 'teacher_fid.json'), ['--ckpt', teacher_ckpt, '--num', fid_num])
-    # 2. The arms, one at a time, each skipped once its generator.pt exists.
-    for name in args.arms:
-        claim, script, extra = ARMS[name]
-        out = arm_dir(p, name)
-        if os.path.isfile(os.path.join(out, 'generator.pt')):
-            continue
-        if script == 'scratch_init.py':
-            shutil.rmtree(out, ignore_errors=True)  # scratch_init.py does not resume: start the arm again
-        cmd, method = arm_command(name, cfg, p, args.init_method, fid_num, budget)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        wall = sh(cmd, os.path.join(p['arms'], name + '.log'))
-        write_json(os.path.join(out, 'wall.json'), {'wall_s': round(wall, 1), 'method': method})
-    # 3. The ratio as a verifier: the reverse-KL score-free generator with k candidates per image.
-    gen = os.path.join(arm_dir(p, 'sf_rkl'), 'generator.pt')
-    if os.path.isfile(gen):
-        for k in VERIFIER_KS[1:] if samples else VERIFIER_KS:  # (samples: k = 1 is the arm's own last point)
-            extra = ['--ckpt', gen, '--num', fid_num, '--k', str(k), '--sigma', str(args.verifier_sigma),
-                     '--rule', args.verifier_rule]
-            verify = ('score_free.py', 'verify')
-            if samples:
-                sample_step(args, os.path.join(p['base'], f'verifier_k{k}.zip'), extra, verify)
-            else:
-                fid_calc(p, args, os.path.join(p['base'], f'verifier_k{k}.json'), extra, cmd=verify)
-    print(f'study ({args.tier}) complete: python results/study.py ' +
-          (f'pack --tier {args.tier} --to DIR, then here: unpack, fid and report' if samples else
-           f'report --tier {args.tier}'))
-
-
-def make_ref(cfg, p, device):
-    if not os.path.isfile(p['ref']):
-        sh(['fid.py', 'ref', '--dataset', p['data'], '--per-class', str(cfg['per_class']), '--inception',
-            p['inception'], '--out', p['ref'], '--device', device], os.path.join(p['base'], 'ref.log'))
+    if not samples:
+        make_refs(cfg, p)
+    for name, seed in cfg['teachers'].items():
+        ckpt = run_teacher(cfg, p, args, name, seed, budget)
+        rec = os.path.join(p['records'], name, 'teacher')
+        if samples:
+            sample_step(args, os.path.join(rec, 'fid', 'train.zip'), ['--ckpt', ckpt, '--num', fid_num])
+        else:
+            fid_calc(p, args, os.path.join(rec, 'fid', 'train.json'), ['--ckpt', ckpt, '--num', fid_num])
+    todo = [j for j in jobs(cfg) if not args.only or f'{j[0]}/{j[1]}' in args.only or j[1] in args.only]
+    for teacher, arm, seed in todo:
+        run_job(cfg, p, args, teacher, arm, seed, budget)
+    print(f'study ({args.tier}): {len(todo)} jobs done; python results/study.py report --tier {args.tier}')
 
 
 def fid_of_samples(args):
-    """Here, after a --fid-ref samples tier came back: the reference statistics, then the FID of every saved zip
-    (the arms' points next to their zips, teacher_fid.json, verifier_k*.json), each skipped once measured."""
-    cfg, p = TIERS[args.tier], paths(args.runs, args.tier)
+    """Here, after a --fid-ref samples tier came back: the reference statistics, then the FID of every saved zip,
+    each skipped once measured."""
+    cfg, p = TIERS[args.tier], paths(args)
     for f in (p['data'], p['inception']):
         if not os.path.isfile(f):
             raise SystemExit(f'error: {f} not found: FID needs ../shared (set SHARED=... to its location)')
     args.device_flag = 'auto'
-    make_ref(cfg, p, 'auto')
-    zips = sorted(glob.glob(os.path.join(p['arms'], '**', 'fid_samples', '*.zip'), recursive=True))
-    zips += sorted(glob.glob(os.path.join(p['base'], '*.zip')))
+    make_refs(dict(cfg, device='auto'), p)
+    zips = sorted(glob.glob(os.path.join(p['records'], '**', '*.zip'), recursive=True))
     if not zips:
-        raise SystemExit(f'error: no sample zips under {p["base"]}: run `study.py unpack --tier {args.tier}` first')
+        raise SystemExit(f'error: no sample zips under {p["records"]}: run `study.py unpack --tier {args.tier}` first')
     for z in zips:
-        wall = z[:-4] + '_wall.json'
-        fid_calc(p, args, z[:-4] + '.json', ['--images', z],
-                 json.load(open(wall))['wall_s'] if os.path.isfile(wall) else None)
+        fid_calc(p, args, z[:-4] + '.json', ['--images', z], wall_s=(load_json(z[:-4] + '_wall.json') or {}).get('wall_s'))
     print(f'{len(zips)} sample sets measured: python results/study.py report --tier {args.tier}')
 
 
-# What comes back from a device call: at most 8 files of at most 16 MiB, 64 MiB in all (the device tool's README).
-PACK_FILES, PACK_BYTES = 8, 15 << 19
+# What comes back from a device call: at most 8 files (one is gpu.sh's gpu.txt) of at most 16 MiB, 64 MiB in all.
+PACK_FILES, PACK_BYTES = 7, 15 << 19
 
 
 def pack(args):
-    """Every file of the tier's runs but the checkpoints (logs, grids, sample zips) into at most PACK_FILES tars
-    of at most PACK_BYTES each, for a device call's $OUT: the small files first, then the zips; what does not fit
-    is named and the exit status is 1."""
-    base = paths(args.runs, args.tier)['base']
-    files = [f for f in glob.glob(os.path.join(base, '**', '*'), recursive=True)
-             if os.path.isfile(f) and not f.endswith(('.pt', '.tmp'))]
+    """Every record of the tier (logs, grids, sample zips; no checkpoints) into at most PACK_FILES tars of at most
+    PACK_BYTES each, for a device call's $OUT: the small files first, then the zips."""
+    records = paths(args)['records']
+    files = [f for f in glob.glob(os.path.join(records, '**', '*'), recursive=True)
+             if os.path.isfile(f) and not f.endswith(('.tmp', '.pt'))]  # the GPU tier is one call: no weights back
     bins, left = [[] for _ in range(PACK_FILES)], []
     for f in sorted(files, key=lambda f: (f.endswith('.zip'), f)):  # first fit
         size = os.path.getsize(f) + 1024  # + the tar header, rounded up
@@ -310,231 +451,360 @@ def pack(args):
     for i, b in enumerate(x for x in bins if x):
         with tarfile.open(os.path.join(args.to, f'study_{args.tier}_{i + 1}.tar'), 'w') as tar:
             for f, _ in b:
-                tar.add(f, arcname=os.path.relpath(f, args.runs))
-    print(f'packed {len(files) - len(left)} files of {base} into {args.to}')
+                tar.add(f, arcname=os.path.relpath(f, records))
+    print(f'packed {len(files) - len(left)} files of {records} into {args.to}')
     if left:
         raise SystemExit(f'error: {len(left)} files did not fit in {PACK_FILES} x {PACK_BYTES >> 20} MiB, e.g. '
                          f'{left[0]}: lower the tier\'s fid_num')
 
 
 def unpack(args):
+    records = paths(args)['records']
     for t in args.files:
         with tarfile.open(t) as tar:
-            tar.extractall(args.runs, filter='data')
-    print(f'unpacked {len(args.files)} files into {args.runs}: python results/study.py fid --tier {args.tier}')
+            tar.extractall(records, filter='data')
+    print(f'unpacked {len(args.files)} files into {records}: python results/study.py fid --tier {args.tier}')
 
 
 # ------------------------------------------------------------------------------------------------------
-# The report: every number read from the runs, none typed by hand
+# The report: every number read from the records, none typed by hand
 # ------------------------------------------------------------------------------------------------------
 
-def read_arm(out):
-    """{'curve': [(kimg, fid)], 'metric', 'img_s', 'wall_s', 'grid', 'last'} of one arm's folder, or None."""
-    log = os.path.join(out, 'log.jsonl')
+def read_run(rec):
+    """{'curve': [(kimg, fid)], 'seconds': [(training s, fid)], 'metric', 'img_s', 'wall_s', 'fid', 'grid'}."""
+    log = os.path.join(rec, 'log.jsonl')
     if not os.path.isfile(log):
         return None
-    curve, ticks, metric = [], [], None
+    points, metric, ticks, t = [], None, [], 0.0
+    last_kimg = 0.0
     for line in open(log):
-        rec = json.loads(line)
-        if 'samples' in rec:  # a point saved as images (--fid-ref samples): its FID, once `study.py fid` ran
-            measured = os.path.join(out, rec['samples'][:-4] + '.json')
-            if os.path.isfile(measured):
-                m = json.load(open(measured))
-                rec = {m['metric']: m['value'], **rec}
-        fids = [k for k in rec if k.startswith('fid')]
+        r = json.loads(line)
+        if 'samples' in r:  # a point saved as images (--fid-ref samples): its FID, once `study.py fid` ran
+            r = {**(load_json(os.path.join(rec, 'fid', os.path.basename(r['samples'])[:-4] + '.json')) or {}), **r}
+            if 'metric' in r:
+                r[r['metric']] = r['value']
+        t += r.get('warmup_s', 0.0)  # the score-free classifier's warm-up is training time too
+        if 'tick' in r:
+            t += (r['kimg'] - last_kimg) * r['sec/kimg'] if 'sec/kimg' in r else 0.0
+            last_kimg = r['kimg']
+            ticks.append(r)
+        fids = [k for k in r if k.startswith('fid') and isinstance(r[k], float)]
         if fids:
             metric = fids[0]
-            curve.append((rec['kimg'], rec[metric]))
-        elif 'tick' in rec:
-            ticks.append(rec)
-    grids = sorted(glob.glob(os.path.join(out, 'fakes_[0-9]*.png')))
-    wall = os.path.join(out, 'wall.json')
-    meta = json.load(open(wall)) if os.path.isfile(wall) else {}
-    return {'method': meta.get('method', 'score_free'), 'curve': sorted(curve), 'metric': metric, 'last': ticks[-1] if ticks else {},
-            'img_s': sum(t['img/s'] for t in ticks) / len(ticks) if ticks else float('nan'),
-            'wall_s': meta.get('wall_s', float('nan')),
-            'grid': grids[-1] if grids else None, 'init_grid': os.path.join(out, 'fakes_init.png'),
-            'done': os.path.isfile(wall)}  # written by `study.py run` once the arm's command succeeded
+            points.append((r['kimg'], t, r[metric]))
+    done = load_json(os.path.join(rec, 'done.json'))
+    fid = {os.path.basename(f)[:-5]: json.load(open(f))['value']
+           for f in glob.glob(os.path.join(rec, 'fid', '*.json')) if not f.endswith('_wall.json')}
+    accuracy = {os.path.basename(f)[:-9]: json.load(open(f)) for f in glob.glob(os.path.join(rec, 'accuracy', '*.json'))}
+    points = sorted(set(points))  # (kimg, training seconds, FID), in the order they were measured
+    return dict(curve=[(k, f) for k, _, f in points], seconds=[(t, f) for _, t, f in points], metric=metric,
+                done=done is not None, img_s=sum(x['img/s'] for x in ticks) / len(ticks) if ticks else float('nan'),
+                wall_s=(done or {}).get('wall_s', float('nan')), fid=fid, accuracy=accuracy,
+                grids=sorted(glob.glob(os.path.join(rec, 'fakes_[0-9]*.png'))),
+                init_grid=os.path.join(rec, 'fakes_init.png'))
 
 
-def final_fid(arm):
-    return arm['curve'][-1][1] if arm and arm['done'] and arm['curve'] else None
+def grid_at(run, kimg):
+    """The run's sample grid at kimg (grids are named by images seen), else its last one."""
+    named = [g for g in run['grids'] if g.endswith(f'fakes_{kimg:010.3f}kimg.png')] if kimg else []
+    return (named or run['grids'] or [None])[-1]
+
+
+def read_records(p, cfg):
+    """{teacher: {arm: {seed: run}}} of the finished runs, and {teacher: {'fid': .., 'metric': ..}}."""
+    runs, teachers = {}, {}
+    for teacher in cfg['teachers']:
+        t = load_json(os.path.join(p['records'], teacher, 'teacher', 'fid', 'train.json'))
+        teachers[teacher] = t
+        for arm in ARMS:
+            for seed in cfg['seeds']:
+                run = read_run(os.path.join(p['records'], teacher, arm, f'seed{seed}'))
+                if run and run['done']:
+                    runs.setdefault(teacher, {}).setdefault(arm, {})[seed] = run
+    return runs, teachers
+
+
+def at(curve, kimg):
+    """The FID of a curve at kimg (None when not measured there; the logs round kimg to 3 decimals)."""
+    return None if kimg is None else next((f for k, f in curve if abs(k - kimg) < 5e-4), None)
+
+
+def interpolate(points, x):
+    """Linear interpolation of [(x, y)] at x, None outside the measured range."""
+    points = sorted(points)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return None
+
+
+def mean_sd(values):
+    n = len(values)
+    m = sum(values) / n if n else float('nan')
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else float('nan')
+    return m, sd
+
+
+def judge(x, y, factor):
+    """The pre-set rule (top of this file) for "mean(x) <= factor·mean(y)": (verdict, difference, its SE)."""
+    if len(x) < 2 or len(y) < 2:
+        return 'not decidable at this scale', float('nan'), float('nan')
+    (mx, sx), (my, sy) = mean_sd(x), mean_sd(y)
+    d = factor * my - mx
+    se = math.sqrt(sx ** 2 / len(x) + factor ** 2 * sy ** 2 / len(y))
+    verdict = 'holds' if d > 2 * se else 'did not hold' if -d > 2 * se else 'not decidable at this scale'
+    return verdict, d, se
 
 
 def fmt(x, digits=1):
     return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:.{digits}f}'
 
 
-def verdicts(arms, init_fid):
-    """(claim, verdict, reason) from the measured numbers. Margins: 10% (the issue's 'competitive'), and an arm
-    'fails' when it ends no better than the untrained teacher-initialised generator."""
-    out = []
-    di, best_sf = final_fid(arms.get('di')), None
-    sf = {n: final_fid(arms.get(n)) for n in ('sf_rkl', 'sf_js', 'sf_fkl') if final_fid(arms.get(n)) is not None}
-    out.append(('1', 'held (by construction)', 'Diff-Instruct evaluates the teacher at every generator step and '
-                'starts from its weights; the score-free arms call it only once, to initialise'))
-    if di is None or not sf:
-        out.append(('2', 'not decidable yet', 'Diff-Instruct or every score-free arm is missing'))
-    else:
-        best_name = min(sf, key=sf.get)
-        best_sf = sf[best_name]
-        ratio = best_sf / di
-        verdict = 'held' if ratio <= 1.10 else 'did not hold at this scale'
-        out.append(('2', verdict, f'best score-free arm {best_name}: FID {best_sf:.1f} vs Diff-Instruct {di:.1f} '
-                    f'(ratio {ratio:.2f}; competitive = within 10%)'))
-    # the initialisation arms train one method; their teacher-initialised counterpart is that method's main arm
-    init_method = next((arms[n]['method'] for n in arms if n.startswith('init_')), 'score_free')
-    ref = 'di' if init_method == 'diff_instruct' else 'sf_rkl'
-    teacher, random = final_fid(arms.get(ref)), final_fid(arms.get('init_random'))
-    if teacher is None or random is None:
-        out.append(('3', 'not decidable yet', 'the teacher-initialised or the random arm is missing'))
-    else:
-        fails = init_fid is not None and random >= init_fid
-        verdict = 'held' if teacher < random / 1.10 else 'did not hold at this scale'
-        out.append(('3', verdict, f'{init_method}: teacher init FID {teacher:.1f} ({ref}) vs random init {random:.1f}'
-                    + (f'; random ends no better than the untrained teacher-initialised generator ({init_fid:.1f})'
-                       if fails else '')))
-    others = {n: final_fid(arms.get(n)) for n in ('init_mapping', 'init_single_sigma', 'init_io_reinit')}
-    others = {n: v for n, v in others.items() if v is not None}
-    if teacher is None or 'init_mapping' not in others:
-        out.append(('4', 'not decidable yet', 'the teacher-initialised or the mapping arm is missing'))
-    else:
-        beats_mapping = teacher < others['init_mapping'] / 1.10
-        feature_arms = [n for n in ('init_single_sigma', 'init_io_reinit') if n in others]
-        features_help = all(others[n] < others['init_mapping'] for n in feature_arms) if feature_arms else None
-        verdict = 'held' if beats_mapping and features_help is not False else 'did not hold at this scale'
-        detail = ', '.join(f'{n} {v:.1f}' for n, v in others.items())
-        out.append(('4', verdict, f'{init_method}: teacher init {teacher:.1f}; {detail} (held = teacher beats mapping by 10% and '
-                    'every feature-carrying arm beats mapping)'))
-    return out
+def cell(values, digits=1):
+    """mean ± sd (the values) of one table cell."""
+    if not values:
+        return '–'
+    m, sd = mean_sd(values)
+    return f'{fmt(m, digits)} ± {fmt(sd, digits)} ({", ".join(fmt(v, digits) for v in values)})'
 
 
-def plot_curves(arms, path, metric, size=(720, 440)):
-    """FID against images seen, one line per arm: a small Pillow line plot (no matplotlib in this project)."""
+def final_fids(runs, teacher, arm, budget_kimg, key=None):
+    """Each finished seed's FID at the budget (key: a derived FID by name instead, e.g. 'test')."""
+    seeds = runs.get(teacher, {}).get(arm, {})
+    values = [r['fid'].get(key) if key else at(r['curve'], budget_kimg) for _, r in sorted(seeds.items())]
+    return [v for v in values if v is not None]
+
+
+def equal_time_fids(runs, teacher, budget_kimg):
+    """(sf_rkl's FIDs at the budget, di's FIDs at the same training seconds): di interpolated on its
+    FID-against-seconds curve (from the untrained generator's point at 0 s) at the time sf_rkl took, seed by seed."""
+    sf, di = runs.get(teacher, {}).get('sf_rkl', {}), runs.get(teacher, {}).get('di', {})
+    xs, ys = [], []
+    for seed in sorted(set(sf) & set(di)):
+        start = [pt for pt in sf[seed]['seconds'] if pt[0] == 0]
+        t_sf = next((t for (t, _), (k, _) in zip(sf[seed]['seconds'], sf[seed]['curve']) if abs(k - budget_kimg) < 5e-4),
+                    None)
+        y = interpolate(start + [pt for pt in di[seed]['seconds'] if pt[0] > 0], t_sf) if t_sf is not None else None
+        if y is not None:
+            xs.append(at(sf[seed]['curve'], budget_kimg))
+            ys.append(y)
+    return xs, ys
+
+
+def verdict_rows(runs, budget_kimg, teachers):
+    """[(claim, scope, verdict, the numbers)] by the pre-set rules."""
+    rows = [('1', '', 'holds (by construction)', 'Diff-Instruct evaluates the teacher at every generator step and '
+             'starts from its weights; the score-free arms call it only once, to initialise')]
+
+    def row(claim, scope, x_name, y_name, factor, x, y):
+        verdict, d, se = judge(x, y, factor)
+        rows.append((claim, scope, verdict, f'{x_name} {cell(x)} vs {factor:.3g} × {y_name} {cell(y)}: '
+                     f'difference {fmt(d)} ± SE {fmt(se)}'))
+    for claim, x_arm, y_arm, factor in RULES:
+        scopes = (list(teachers) + (['both'] if len(teachers) > 1 else [])) if claim == '2' else ['A']
+        for scope in scopes:
+            ts = list(teachers) if scope == 'both' else [scope]
+            x = [v for t in ts for v in final_fids(runs, t, x_arm, budget_kimg)]
+            y = [v for t in ts for v in final_fids(runs, t, y_arm, budget_kimg)]
+            row(claim, f'teacher {scope}', x_arm, y_arm, factor, x, y)
+            if claim == '2' and scope != 'both':
+                x, y = equal_time_fids(runs, scope, budget_kimg)
+                row('2', f'teacher {scope}, equal wall time', 'sf_rkl', 'di at sf_rkl\'s seconds', factor, x, y)
+                x, y = (final_fids(runs, scope, a, budget_kimg, 'test') for a in ('sf_rkl', 'di'))
+                row('2', f'teacher {scope}, test images', 'sf_rkl', 'di', factor, x, y)
+    subs = [r[2] for r in rows if r[0] in ('4a', '4b', '4c')]
+    overall = ('holds' if subs and all(v == 'holds' for v in subs) else 'did not hold' if 'did not hold' in subs
+               else 'not decidable at this scale')
+    rows.append(('4', 'teacher A', overall, 'all of 4a–4c hold / one did not hold / otherwise undecided'))
+    return rows
+
+
+def plot_curves(series, path, xlabel, size=(760, 460)):
+    """Lines with bands: series = {name: [(x, mean, lo, hi)]}. A small Pillow plot (no matplotlib here)."""
     from PIL import Image, ImageDraw
     colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
-               (227, 119, 194), (127, 127, 127)]
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
     W, H = size
-    left, right, top, bottom = 60, 170, 20, 45
+    left, right, top, bottom = 60, 190, 20, 45
     img = Image.new('RGB', size, 'white')
-    d = ImageDraw.Draw(img)
-    pts = [(k, v) for a in arms.values() for k, v in a['curve']]
+    d = ImageDraw.Draw(img, 'RGBA')
+    pts = [pt for s in series.values() for pt in s]
     if not pts:
         d.text((W // 3, H // 2), 'no FID measured yet', fill='black')
         img.save(path)
         return
-    xmax = max(k for k, _ in pts) or 1
-    ymin, ymax = min(v for _, v in pts), max(v for _, v in pts)
+    xmax = max(x for x, *_ in pts) or 1
+    ymin, ymax = min(lo for _, _, lo, _ in pts), max(hi for *_, hi in pts)
     pad = (ymax - ymin) * 0.05 or 1
     ymin, ymax = ymin - pad, ymax + pad
-    X = lambda k: left + (W - left - right) * k / xmax  # noqa: E731
+    X = lambda x: left + (W - left - right) * x / xmax  # noqa: E731
     Y = lambda v: top + (H - top - bottom) * (ymax - v) / (ymax - ymin)  # noqa: E731
     d.rectangle([left, top, W - right, H - bottom], outline='black')
     for i in range(5):
-        v, k = ymin + (ymax - ymin) * i / 4, xmax * i / 4
+        v, x = ymin + (ymax - ymin) * i / 4, xmax * i / 4
         d.line([left - 4, Y(v), left, Y(v)], fill='black')
         d.text((4, Y(v) - 6), f'{v:.0f}', fill='black')
-        d.line([X(k), H - bottom, X(k), H - bottom + 4], fill='black')
-        d.text((X(k) - 10, H - bottom + 8), f'{k:g}', fill='black')
-    d.text((left + (W - left - right) // 2 - 60, H - 18), 'generator kimg', fill='black')
-    d.text((left + 4, top + 4), metric or 'fid', fill='black')
-    for i, (name, arm) in enumerate(arms.items()):
+        d.line([X(x), H - bottom, X(x), H - bottom + 4], fill='black')
+        d.text((X(x) - 10, H - bottom + 8), f'{x:g}', fill='black')
+    d.text((left + (W - left - right) // 2 - 60, H - 18), xlabel, fill='black')
+    for i, (name, s) in enumerate(series.items()):
         c = colours[i % len(colours)]
-        xy = [(X(k), Y(v)) for k, v in arm['curve']]
-        if len(xy) > 1:
-            d.line(xy, fill=c, width=2)
-        for x, y in xy:
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
+        if len(s) > 1:  # the seeds' range as a band, the mean as a line
+            d.polygon([(X(x), Y(hi)) for x, _, _, hi in s] + [(X(x), Y(lo)) for x, _, lo, _ in reversed(s)],
+                      fill=c + (50,))
+            d.line([(X(x), Y(m)) for x, m, _, _ in s], fill=c, width=2)
+        for x, m, _, _ in s:
+            d.ellipse([X(x) - 3, Y(m) - 3, X(x) + 3, Y(m) + 3], fill=c)
         d.line([W - right + 10, top + 10 + 16 * i, W - right + 30, top + 10 + 16 * i], fill=c, width=3)
         d.text((W - right + 36, top + 4 + 16 * i), name, fill='black')
     img.save(path)
 
 
+def band(curves):
+    """[(x, mean, min, max)] over the points every seed's curve has."""
+    xs = sorted(set.intersection(*(set(x for x, _ in c) for c in curves))) if curves else []
+    return [(x, mean_sd([dict(c)[x] for c in curves])[0], min(dict(c)[x] for c in curves),
+             max(dict(c)[x] for c in curves)) for x in xs]
+
+
 def report(args):
-    p = paths(args.runs, args.tier)
+    cfg, p = TIERS[args.tier], paths(args)
     outdir = args.out
     figs = os.path.join(outdir, 'study_' + args.tier)
     os.makedirs(figs, exist_ok=True)
-    arms = {n: a for n in ARMS if (a := read_arm(arm_dir(p, n)))}
-    load = lambda f: json.load(open(f)) if os.path.isfile(f) else None  # noqa: E731
-    teacher = load(os.path.join(p['base'], 'teacher_fid.json'))
-    start = arms.get('sf_rkl', {}).get('curve', [(None, None)])[0] if 'sf_rkl' in arms else (None, None)
-    init_fid = start[1] if start[0] == 0 else None
-    metric = next((a['metric'] for a in arms.values() if a['metric']), teacher['metric'] if teacher else 'fid')
-    # Diff-Instruct and the other teacher-initialised arms start from the same generator and seeds as sf_rkl.
-    curves = {}
-    for n, a in arms.items():
-        c = a['curve']
-        if init_fid is not None and n in ('di', 'sf_js', 'sf_fkl') and (not c or c[0][0] != 0):
-            c = [(0.0, init_fid)] + c
-        curves[n] = dict(a, curve=c)
-    plot_curves(curves, os.path.join(figs, 'fid_curves.png'), metric)
-    for n, a in arms.items():
-        if a['grid']:
-            shutil.copyfile(a['grid'], os.path.join(figs, f'grid_{n}.png'))
-    if 'sf_rkl' in arms and os.path.isfile(arms['sf_rkl']['init_grid']):
-        shutil.copyfile(arms['sf_rkl']['init_grid'], os.path.join(figs, 'grid_init.png'))
+    runs, teachers = read_records(p, cfg)
+    budget = load_json(os.path.join(p['records'], 'budget.json')) if 'seconds' in cfg else None
+    try:
+        budget_kimg = float(flag_value(flags(cfg, 'arm', budget), '--total-kimg'))
+    except ValueError:  # a tier sized in seconds whose budget was not measured
+        budget_kimg = None
+    metric = next((r['metric'] for t in runs.values() for a in t.values() for r in a.values() if r['metric']), 'fid')
+    start = [r['curve'][0][1] for r in runs.get('A', {}).get('sf_rkl', {}).values() if r['curve'] and r['curve'][0][0] == 0]
     rel = os.path.relpath(figs, outdir)
-    cfg = TIERS[args.tier]
-    budget = load(os.path.join(p['base'], 'budget.json')) if 'seconds' in cfg else None
-    if 'seconds' in cfg and not budget:
-        budget = {k: '?' for k in size_budget(cfg, {'teacher': 1.0, 'diff_instruct': 1.0})}
     L = [f'# Results: the paper\'s claims on real images ({args.tier} tier)', '',
-         f'Made by `python results/study.py report --tier {args.tier}` from the runs of '
-         f'`python results/study.py run --tier {args.tier}`; no number here is typed by hand.', '',
+         f'Made by `python results/study.py report --tier {args.tier}` from the records of `python results/study.py '
+         f'run --tier {args.tier}` (`{os.path.relpath(p["records"], ROOT)}`); no number here is typed by hand.', '',
          '**Data**: the JPEG copy of CIFAR-10 (lossy, so these FIDs compare only with each other, never with '
-         'published CIFAR-10 numbers). **FID**: real Inception weights, TF pipeline, '
-         f'{metric} of fixed seeds against {cfg["per_class"]} training images per class. '
-         f'**Teacher**: `teacher.py {" ".join(flags(cfg, "teacher", budget))}`. **Every arm**: '
-         f'`{" ".join(flags(cfg, "arm", budget))}` from that teacher, the generator lr per method ('
-         + ', '.join(f'{m} {lr}' for m, lr in cfg['lr'].items()) + '; Diff-Instruct\'s fake score at its lr) '
-         f'(scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first).', '']
-    if budget and isinstance(budget['rates'], dict):
-        device = load(os.path.join(p['base'], 'device.json')) or {}
-        L += [f'**Sized on the device** ({device.get("name", "unrecorded")}): `results/bench.py` measured the teacher at '
-              f'{budget["rates"]["teacher"]} img/s and Diff-Instruct at {budget["rates"]["diff_instruct"]} img/s '
-              f'({cfg["bench"]["preset"]} preset), which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items())
-              + ' of training into the kimg above '
-              '(`size_budget`). The samples of every FID point were saved there and measured here.', '']
-    if teacher:
-        L.append(f'Teacher, Heun (35 evaluations): {teacher["metric"]} {teacher["value"]:.2f}. '
-                 f'Untrained teacher-initialised one-step generator: {metric} {fmt(init_fid, 2)}.')
+         f'published CIFAR-10 numbers). **FID**: real Inception weights, TF pipeline, {metric} of fixed sample seeds '
+         f'against {cfg["per_class"]} training images per class (and, marked "test", {cfg["per_class"]} test images '
+         f'per class). **Teachers** {", ".join(f"{t} (`--seed {s}`)" for t, s in cfg["teachers"].items())}: `teacher.py '
+         f'{" ".join(flags(cfg, "teacher", budget))}`. **Every arm**: `{" ".join(flags(cfg, "arm", budget))}` from '
+         'its teacher, the generator lr per method (' + ', '.join(f'{m} {lr}' for m, lr in cfg['lr'].items()) +
+         '; Diff-Instruct\'s fake score at its lr), training seeds ' + ', '.join(map(str, cfg['seeds'])) +
+         f' (scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first, as each uses).', '']
+    device = load_json(os.path.join(p['records'], 'device.json'))
+    if budget and device:
+        L += [f'**Sized on the device** ({device["name"]}, torch {device["torch"]}): results/bench.py measured the '
+              f'teacher at {budget["rates"]["teacher"]} and Diff-Instruct at {budget["rates"]["diff_instruct"]} img/s, '
+              'which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items()) + ' into the kimg above.', '']
+    for t, fid in teachers.items():
+        L.append(f'Teacher {t}, Heun (35 evaluations): {fid["metric"] + " " + fmt(fid["value"], 2) if fid else "–"}.')
+    if start:
+        L += ['', f'The untrained teacher-initialised one-step generator (teacher A): {metric} {cell(start)}.']
+    L += ['', '## Verdicts', '',
+          'The rules, fixed in `results/study.py` before the runs: a comparison "mean(x) ≤ f·mean(y)" over the '
+          'training seeds **holds** when f·mean(y) − mean(x) exceeds twice its standard error '
+          '(√(s_x²/n_x + f²·s_y²/n_y)), **did not hold** when the opposite exceeds it, and is **not decidable at this '
+          'scale** otherwise (or with fewer than two seeds a side). Claim 2: score-free reverse KL within 10 % of '
+          'Diff-Instruct (f = 1.10), per teacher, both teachers pooled, at equal wall time and against test images. '
+          'Claim 3: teacher init better than random by 10 % (f = 1/1.10). Claim 4: (a) teacher init better than the '
+          'mapping init by 10 %, (b) single-σ and (c) io-reinit at least as good as mapping; it holds when all three '
+          'hold.', '', '| claim | scope | verdict | measured (mean ± sd (values)) |', '|---|---|---|---|']
+    L += [f'| {c} | {s} | {v} | {m} |' for c, s, v, m in verdict_rows(runs, budget_kimg, cfg['teachers'])]
+    L += ['', '## FID against images seen', '']
+    for t in cfg['teachers']:
+        series = {a: band([r['curve'] for r in runs[t][a].values()]) for a in ARMS if a in runs.get(t, {})}
+        plot_curves(series, os.path.join(figs, f'fid_curves_{t}.png'), f'generator kimg (teacher {t})')
+        L += [f'![FID curves, teacher {t}]({rel}/fid_curves_{t}.png)', '']
+        kimgs = sorted({k for a in runs.get(t, {}).values() for r in a.values() for k, _ in r['curve'] if k <= (budget_kimg or 1e9)})
+        L += [f'Teacher {t}: mean ± sd (values) over seeds; img/s and wall time per run are means.', '',
+              '| arm | claim | seeds | ' + ' | '.join(f'{metric} @ {k:g} kimg' for k in kimgs) + ' | test @ budget | img/s | wall (min) |',
+              '|---|---|---|' + '---|' * len(kimgs) + '---|---|---|']
+        for a in ARMS:
+            seeds = runs.get(t, {}).get(a, {})
+            if not seeds:
+                continue
+            cols = [cell([v for v in (at(r['curve'], k) for r in seeds.values()) if v is not None]) for k in kimgs]
+            L.append(f'| {a} | {ARMS[a][0]} | {len(seeds)} | ' + ' | '.join(cols) +
+                     f' | {cell(final_fids(runs, t, a, budget_kimg, "test"))} | '
+                     f'{fmt(mean_sd([r["img_s"] for r in seeds.values()])[0])} | '
+                     f'{fmt(mean_sd([r["wall_s"] / 60 for r in seeds.values()])[0])} |')
+        missing = [f'{a} seed {s}' for (tt, a, s) in jobs(cfg) if tt == t and s not in runs.get(t, {}).get(a, {})]
+        L += ['', f'Not (yet) finished on teacher {t}: {", ".join(missing) or "none"}.', '']
+    long = {f'{a} ({t})': [(x, y, y, y) for x, y in r['curve']] for t in cfg['teachers'] for a in ('di', 'sf_rkl')
+            for s, r in runs.get(t, {}).get(a, {}).items() if cfg['long_kimg'] and s == cfg['seeds'][0] and r['curve']
+            and r['curve'][-1][0] > budget_kimg}
+    if long:
+        L += [f'## The longer pairs (seed 0, to {cfg["long_kimg"]:g} kimg): FID against images and training time', '',
+              'Training time: the progress lines\' seconds (and score-free\'s classifier warm-up), FID time left out.', '']
+        plot_curves(long, os.path.join(figs, 'long_kimg.png'), 'generator kimg')
+        plot_curves({n: [(t / 60, y, y, y) for t, y in runs[n.split(' (')[1][:-1]][n.split(' ')[0]][cfg['seeds'][0]]['seconds']]
+                     for n in long}, os.path.join(figs, 'long_minutes.png'), 'training minutes (FID time excluded)')
+        L += [f'![long pairs, kimg]({rel}/long_kimg.png) ![long pairs, minutes]({rel}/long_minutes.png)', '']
+        for n in long:
+            t, a = n.split(' (')[1][:-1], n.split(' ')[0]
+            r = runs[t][a][cfg['seeds'][0]]
+            L.append(f'- {n}: ' + ', '.join(f'{k:g} kimg {v:.1f} ({s / 60:.0f} min)'
+                                              for (k, v), (s, _) in zip(r['curve'], r['seconds'])))
         L.append('')
-    L += ['## Verdicts', '', '| claim | verdict | measured |', '|---|---|---|']
-    L += [f'| {c} | {v} | {r} |' for c, v, r in verdicts(arms, init_fid)]
-    L += ['', 'Each arm is one training seed, each FID one set of sample seeds, and the verdicts apply fixed margins '
-          'to them. At this scale a seed moves FID by as much as those margins: the pilot trained Diff-Instruct and '
-          'both score-free members with these settings on three seeds each (the seed table of '
-          '[pilot_score_free.md](pilot_score_free.md)). Read a verdict whose ratio is near its margin as undecided.']
-    missing = [n for n in ARMS if n not in arms or not arms[n]['done']]
-    L += ['', '## FID against images seen', '', f'![FID curves]({rel}/fid_curves.png)', '',
-          f'Not (yet) finished: {", ".join(missing) or "none"}.', '']
-    kimgs = sorted({k for a in curves.values() for k, _ in a['curve']})
-    if curves:
-        L.append('| arm | claim | ' + ' | '.join(f'{metric} @ {k:g} kimg' for k in kimgs) + ' | img/s | wall (min) |')
-        L.append('|---|---|' + '---|' * len(kimgs) + '---|---|')
-    for n, a in curves.items():
-        d = dict(a['curve'])
-        L.append(f'| {n} | {ARMS[n][0]} | ' + ' | '.join(fmt(d.get(k)) for k in kimgs)
-                 + f' | {fmt(a["img_s"])} | {fmt(a["wall_s"] / 60)} |')
-    ks = [(k, load(os.path.join(p['base'], f'verifier_k{k}.json'))) for k in VERIFIER_KS]
-    if ks[0][1] is None and final_fid(arms.get('sf_rkl')) is not None:  # k = 1 is sf_rkl's own last point
-        ks[0] = (1, {'metric': metric, 'value': final_fid(arms['sf_rkl']), 'wall_s': '– (the arm\'s last point)'})
-    if any(v for _, v in ks):
-        L += ['', '## The ratio as a verifier (sf_rkl)', '',
-              f'k one-step candidates per image, one kept with probability ∝ e^(−c) (rule `{args.verifier_rule}`, '
-              f'c scored at σ = {args.verifier_sigma}).', '', '| k | FID | wall (s) |', '|---|---|---|']
-        L += [f'| {k} | {v["metric"]} {v["value"]:.2f} | {v["wall_s"]} |' for k, v in ks if v]
-    L += ['', '## Samples (the same seeds for every arm)', '']
-    if 'sf_rkl' in arms:
-        L.append(f'untrained teacher-initialised generator: ![init]({rel}/grid_init.png)')
-        L.append('')
-    for n, a in arms.items():
-        if a['grid']:
-            L += [f'{n}: ![{n}]({rel}/grid_{n}.png)', '']
+    noise = runs.get('A', {}).get('sf_rkl', {}).get(cfg['seeds'][0], {})
+    sets = sorted((k for k in noise.get('fid', {}) if k.startswith('noise_seeds')), key=lambda k: int(k[11:]))
+    if sets and at(noise['curve'], budget_kimg) is not None:
+        vals = [at(noise['curve'], budget_kimg)] + [noise['fid'][k] for k in sets]
+        L += ['## The metric\'s own noise', '', f'One generator (sf_rkl, teacher A, seed 0, at {budget_kimg:g} kimg), '
+              f'{metric} of three disjoint sets of sample seeds (from 0, ' + ', '.join(k[11:] for k in sets) +
+              f'): {cell(vals, 2)}.', '']
+    L += verifier_section(runs, cfg, budget_kimg, metric)
+    L += [f'## Samples (teacher A, training seed 0, at {budget_kimg or 0:g} kimg; the same sample seeds for every arm)', '']
+    first = runs.get('A', {}).get('sf_rkl', {}).get(cfg['seeds'][0])
+    if first and os.path.isfile(first['init_grid']):
+        shutil.copyfile(first['init_grid'], os.path.join(figs, 'grid_init.png'))
+        L += [f'untrained teacher-initialised generator: ![init]({rel}/grid_init.png)', '']
+    for a in ARMS:
+        r = runs.get('A', {}).get(a, {}).get(cfg['seeds'][0])
+        if r and grid_at(r, budget_kimg):
+            shutil.copyfile(grid_at(r, budget_kimg), os.path.join(figs, f'grid_{a}.png'))
+            L += [f'{a}: ![{a}]({rel}/grid_{a}.png)', '']
     with open(os.path.join(outdir, 'README.md' if args.tier == 'cpu' else f'README_{args.tier}.md'), 'w') as f:
         f.write('\n'.join(L) + '\n')
-    print(f'wrote {outdir}: {len(arms)} arms')
+    print(f'wrote {outdir}: {sum(len(a) for t in runs.values() for a in t.values())} runs')
+
+
+def verifier_section(runs, cfg, budget_kimg, metric):
+    """The verifier's tables: FID against k for each snapshot, rule and σ (mean ± sd over seeds), and the
+    classifier's accuracy at each scoring σ on fresh samples."""
+    seeds = runs.get('A', {}).get('sf_rkl', {})
+    names = sorted({n for r in seeds.values() for n in r['fid'] if n.startswith('verifier_')})
+    if not names or budget_kimg is None:
+        return []
+    L = ['## The ratio as a verifier (sf_rkl, teacher A)', '',
+         f'k one-step candidates per image, one kept by the run\'s own classifier at σ: `resample` with probability '
+         f'∝ e^(−c), `best` the smallest c. k = 1 is the plain sampler (the run\'s own {metric} point). Mean ± sd '
+         '(values) over the training seeds.', '']
+    for kimg in (budget_kimg / 2, budget_kimg):
+        variants = sorted({n.split('_', 3)[3] for n in names if n.startswith(f'verifier_{kimg:g}kimg')})
+        ks = sorted({int(n.split('_k')[1].split('_')[0]) for n in names})
+        L += [f'At {kimg:g} kimg:', '', '| rule, σ | k = 1 | ' + ' | '.join(f'k = {k}' for k in ks) + ' |',
+              '|---|---|' + '---|' * len(ks)]
+        plain = [at(r['curve'], kimg) for r in seeds.values() if at(r['curve'], kimg) is not None]
+        for v in variants:
+            vals = [cell([r['fid'][f'verifier_{kimg:g}kimg_k{k}_{v}'] for r in seeds.values()
+                          if f'verifier_{kimg:g}kimg_k{k}_{v}' in r['fid']]) for k in ks]
+            L.append(f'| {v.replace("_sigma", ", σ ")} | {cell(plain)} | ' + ' | '.join(vals) + ' |')
+        L.append('')
+    acc = [r['accuracy'] for r in seeds.values() if r['accuracy']]
+    if acc:
+        L += ['The classifier on 500 fresh generated and 500 real images, noised at σ (accuracy generated / real, '
+              'mean over seeds):', '', '| snapshot | ' + ' | '.join(f'σ {s:g}' for s in SIGMAS) + ' |',
+              '|---|' + '---|' * len(SIGMAS)]
+        for kimg in sorted({k for a in acc for k in a}, key=float):
+            row = []
+            for s in SIGMAS:
+                pairs = [a[kimg][f'{s:g}'] for a in acc if kimg in a]
+                row.append(f'{mean_sd([x["acc_fake"] for x in pairs])[0]:.2f} / {mean_sd([x["acc_real"] for x in pairs])[0]:.2f}')
+            L.append(f'| {kimg} | ' + ' | '.join(row) + ' |')
+        L.append('')
+    return L
 
 
 def main(argv=None):
@@ -543,19 +813,16 @@ def main(argv=None):
     p.add_argument('files', nargs='*', help='unpack: the tars a device call brought back')
     p.add_argument('--to', default=os.environ.get('OUT', ''), help='pack: where the tars go (default: $OUT)')
     p.add_argument('--tier', default='cpu', choices=sorted(TIERS))
-    p.add_argument('--arms', default=DEFAULT_ARMS, help=f'comma-separated, of {", ".join(ARMS)}')
+    p.add_argument('--only', default='', help='run: only these jobs (arm names or teacher/arm, comma-separated)')
     p.add_argument('--fid-num', type=int, default=0, help='samples per FID (0: the tier\'s)')
-    p.add_argument('--init-method', default='score_free', choices=['score_free', 'diff_instruct'],
-                   help='the one-step method of the initialisation arms (the paper: its own, score-free)')
-    p.add_argument('--verifier-sigma', type=float, default=0.1, help='σ at which the classifier scores candidates')
-    p.add_argument('--verifier-rule', default='resample', choices=['resample', 'best'])
-    p.add_argument('--runs', default=os.path.join(ROOT, 'runs', 'study'), help='where the runs live (per tier)')
+    p.add_argument('--runs', default=os.path.join(ROOT, 'runs', 'study'), help='where the work of the runs lives')
+    p.add_argument('--records', default=None, help='where the records live (default: results/study_<tier>/records)')
     p.add_argument('--out', default=os.path.join(ROOT, 'results'), help='report: where README.md and figures go')
-    args = p.parse_intermixed_args(argv)  # unpack's files may come after the options
-    args.arms = [a for a in args.arms.split(',') if a]
-    bad = [a for a in args.arms if a not in ARMS]
+    args = p.parse_intermixed_args(argv)
+    args.only = [a for a in args.only.split(',') if a]
+    bad = [a for a in args.only if a.split('/')[-1] not in ARMS]
     if bad:
-        p.error(f'--arms: unknown {bad}; choose from {", ".join(ARMS)}')
+        p.error(f'--only: unknown {bad}; choose from {", ".join(ARMS)}')
     if args.cmd == 'pack' and not args.to:
         p.error('pack needs --to DIR (or $OUT)')
     if args.cmd == 'unpack' and not args.files:

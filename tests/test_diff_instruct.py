@@ -49,7 +49,7 @@ def test_generator_loss_gradient_monte_carlo_within_error():
         assert abs(grad.item() - exact) < 4 * se
 
 
-def test_training_with_exact_scores_converges_to_data():
+def test_training_with_the_exact_denoisers_converges_to_data():
     """Diff-Instruct with the exact teacher and the exact fake denoiser moves (a, b) to (s, μ)."""
     torch.manual_seed(0)
     a = torch.tensor(1.6, dtype=torch.float64, requires_grad=True)

@@ -204,7 +204,8 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
     assert {'checkpoint.pt', 'generator.pt', 'reals.png', 'fakes_init.png', 'log.jsonl'} <= set(os.listdir(full))
     lines = [json.loads(l) for l in open(os.path.join(full, 'log.jsonl'))]
     assert lines[0]['kimg'] == 0 and 'fid8' in lines[0]  # --fid-at-start: the curve starts at the initial G
-    assert {'loss_cls', 'loss_G', 'acc_fake', 'acc_real', 'img/s', 'mem_gb'} <= set(lines[1])
+    assert lines[1]['warmup_iterations'] == 2 and lines[1]['warmup_s'] > 0  # the warm-up's time is in the log
+    assert {'loss_cls', 'loss_G', 'acc_fake', 'acc_real', 'img/s', 'mem_gb'} <= set(lines[2])
     assert sum('fid8' in l for l in lines) == 3  # start, 8 and 16 images
     assert run_script('score_free.py', *args, '--total-kimg', '0.008', '--outdir', part).returncode == 0
     r = run_script('score_free.py', *args, '--total-kimg', '0.016', '--outdir', part, '--resume', 'auto')

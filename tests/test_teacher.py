@@ -1,5 +1,5 @@
 """teacher.py end to end with the tiny preset: training writes a checkpoint and grids, resume continues the
-same run, --sample and --bench work, bad input gives clear errors, torchrun with two CPU processes runs."""
+same run, --sample works, bad input gives clear errors, torchrun with two CPU processes runs."""
 import json
 import os
 import subprocess
@@ -84,7 +84,7 @@ def test_teacher_sample_writes_images(image_folder, tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--preset', 'huge'], "argument --preset: invalid choice: 'huge'"),
     (['--batch', '0'], 'must be positive'),
-    (['--sample', '4'], '--sample needs --ckpt'),
+    (['--sample', '4'], '--sample N (N at least 1) needs --ckpt'),
 ])
 def test_teacher_bad_flags_are_clear_errors(args, message):
     r = run_script('teacher.py', *args)
