@@ -246,7 +246,8 @@ def arm_command(name, cfg, p, teacher_ckpt, outdir, seed, fid_num, budget=None):
 # ------------------------------------------------------------------------------------------------------
 
 def run_teacher(cfg, p, args, name, seed, budget):
-    """Train teacher `name` once and keep its EMA weights (a small teacher checkpoint) and log in the records."""
+    """Train teacher `name` once (when a job first needs it) and keep its EMA weights (a small teacher checkpoint),
+    log and Heun FID in the records."""
     rec = os.path.join(p['records'], name, 'teacher')
     ckpt = os.path.join(rec, 'teacher.pt')
     if not os.path.isfile(ckpt):
@@ -260,6 +261,11 @@ def run_teacher(cfg, p, args, name, seed, budget):
         os.makedirs(rec, exist_ok=True)
         shutil.copy(os.path.join(work, 'log.jsonl'), rec)
         common.save_checkpoint(ckpt, {k: full[k] for k in ('kind', 'config', 'net_config', 'ema', 'cur_nimg')})
+    fid_num = str(args.fid_num or cfg['fid_num'])  # its Heun FID, as every arm's (skipped once measured)
+    if cfg.get('fid') == 'samples':
+        sample_step(args, os.path.join(rec, 'fid', 'train.zip'), ['--ckpt', ckpt, '--num', fid_num])
+    else:
+        fid_calc(p, args, os.path.join(rec, 'fid', 'train.json'), ['--ckpt', ckpt, '--num', fid_num])
     return ckpt
 
 
@@ -402,13 +408,6 @@ def run(args):
     budget = measure_budget(cfg, p) if 'seconds' in cfg else None
     if not samples:
         make_refs(cfg, p)
-    for name, seed in cfg['teachers'].items():
-        ckpt = run_teacher(cfg, p, args, name, seed, budget)
-        rec = os.path.join(p['records'], name, 'teacher')
-        if samples:
-            sample_step(args, os.path.join(rec, 'fid', 'train.zip'), ['--ckpt', ckpt, '--num', fid_num])
-        else:
-            fid_calc(p, args, os.path.join(rec, 'fid', 'train.json'), ['--ckpt', ckpt, '--num', fid_num])
     todo = [j for j in jobs(cfg) if not args.only or f'{j[0]}/{j[1]}' in args.only or j[1] in args.only]
     for teacher, arm, seed in todo:
         run_job(cfg, p, args, teacher, arm, seed, budget)

@@ -145,7 +145,7 @@ def test_a_checkpoint_of_the_wrong_kind_or_truncated_is_named(tiny_teacher, tmp_
 @pytest.mark.parametrize('script,args,message', [
     ('score_free.py', ['--lr', '-1'], '--lr and --cls-warmup at least 0'),
     ('diff_instruct.py', ['--fake-lr', '-1'], '--lr and --fake-lr at least 0'),
-    ('teacher.py', ['--lr', '0'], '--lr, --ema-halflife-kimg and --steps must be positive'),
+    ('teacher.py', ['--lr', '0'], '--lr, --ema-halflife-kimg must be positive, --steps at least 2'),
     ('score_free.py', ['--tick-kimg', '0'], '--tick-kimg must be positive'),
     ('score_free.py', ['--fid-num', '1'], '--fid-num at least 2'),
 ])
