@@ -404,7 +404,6 @@ def run(args):
             raise SystemExit(f'error: {f} not found: the study needs ../shared (set SHARED=... to its location)')
     os.makedirs(p['base'], exist_ok=True)
     args.device_flag = cfg['device']
-    fid_num = str(args.fid_num or cfg['fid_num'])
     budget = measure_budget(cfg, p) if 'seconds' in cfg else None
     if not samples:
         make_refs(cfg, p)
