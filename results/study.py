@@ -150,6 +150,13 @@ def sh(cmd, log):
     return time.time() - t0
 
 
+def machine():
+    """The machine a job ran on, for its record: wall times compare only between runs made on the same one."""
+    cpu = open('/proc/cpuinfo').read() if os.path.isfile('/proc/cpuinfo') else ''
+    model = (re.findall(r'^model name\s*: (.*)$', cpu, re.MULTILINE) or [sys.platform])[0]
+    return f'{model}, {os.cpu_count()} cores, ' + ('AVX-512' if 'avx512f' in cpu else 'no AVX-512')
+
+
 def write_json(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
@@ -322,7 +329,8 @@ def run_job(cfg, p, args, teacher, arm, seed, budget):
     record(out, rec, keep_grids=seed == cfg['seeds'][0])
     budget_wall = sum(w for w, kimg in zip(walls, stages) if kimg <= budget_kimg)  # the budget's, without the long part
     write_json(os.path.join(rec, 'done.json'), {'wall_s': round(budget_wall, 1), 'stage_wall_s': walls,
-                                                'stages_kimg': stages, 'method': method, 'command': cmd})
+                                                'stages_kimg': stages, 'method': method, 'command': cmd,
+                                                'machine': machine()})
 
 
 def measure_generator(cfg, p, args, work, rec, budget_kimg, fid_num, first):
@@ -497,7 +505,8 @@ def read_run(rec):
     points = sorted(set(points))  # (kimg, training seconds, FID), in the order they were measured
     return dict(curve=[(k, f) for k, _, f in points], seconds=[(t, f) for _, t, f in points], metric=metric,
                 done=done is not None, img_s=sum(x['img/s'] for x in ticks) / len(ticks) if ticks else float('nan'),
-                wall_s=(done or {}).get('wall_s', float('nan')), fid=fid, accuracy=accuracy,
+                wall_s=(done or {}).get('wall_s', float('nan')), machine=(done or {}).get('machine'), fid=fid,
+                accuracy=accuracy,
                 grids=sorted(glob.glob(os.path.join(rec, 'fakes_[0-9]*.png'))),
                 init_grid=os.path.join(rec, 'fakes_init.png'))
 
@@ -575,10 +584,13 @@ def final_fids(runs, teacher, arm, budget_kimg, key=None):
 
 def equal_time_fids(runs, teacher, budget_kimg):
     """(sf_rkl's FIDs at the budget, di's FIDs at the same training seconds): di interpolated on its
-    FID-against-seconds curve (from the untrained generator's point at 0 s) at the time sf_rkl took, seed by seed."""
+    FID-against-seconds curve (from the untrained generator's point at 0 s) at the time sf_rkl took, seed by seed,
+    for the seeds whose two runs were made on the same machine."""
     sf, di = runs.get(teacher, {}).get('sf_rkl', {}), runs.get(teacher, {}).get('di', {})
     xs, ys = [], []
     for seed in sorted(set(sf) & set(di)):
+        if sf[seed]['machine'] != di[seed]['machine']:  # seconds on two machines do not compare
+            continue
         start = [pt for pt in sf[seed]['seconds'] if pt[0] == 0]
         t_sf = next((t for (t, _), (k, _) in zip(sf[seed]['seconds'], sf[seed]['curve']) if abs(k - budget_kimg) < 5e-4),
                     None)
@@ -697,6 +709,13 @@ def report(args):
               'which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items()) + ' into the kimg above.', '']
     for t, fid in teachers.items():
         L.append(f'Teacher {t}, Heun (35 evaluations): {fid["metric"] + " " + fmt(fid["value"], 2) if fid else "–"}.')
+    made = {}
+    for t in runs.values():
+        for a in t.values():
+            for r in a.values():
+                made[r['machine'] or 'not recorded'] = made.get(r['machine'] or 'not recorded', 0) + 1
+    L += ['', 'Made on: ' + '; '.join(f'{m} ({n} runs)' for m, n in sorted(made.items())) + '. Wall times and img/s '
+          'compare only between runs made on one machine (the equal-wall-time rows pair only those).']
     if start:
         L += ['', f'The untrained teacher-initialised one-step generator (teacher A): {metric} {cell(start)}.']
     L += ['', '## Verdicts', '',

@@ -23,7 +23,8 @@ def load_study():
     return study
 
 
-def fake_run(folder, curve, img_s=40.0, sec_per_kimg=30.0, done=True, seed=0, fid=None, method='score_free'):
+def fake_run(folder, curve, img_s=40.0, sec_per_kimg=30.0, done=True, seed=0, fid=None, method='score_free',
+             machine='cpu X'):
     """A record as `study.py run` leaves it: log.jsonl with progress and FID lines, grids, derived FIDs, done.json."""
     os.makedirs(os.path.join(folder, 'fid'), exist_ok=True)
     with open(os.path.join(folder, 'log.jsonl'), 'w') as f:
@@ -39,7 +40,7 @@ def fake_run(folder, curve, img_s=40.0, sec_per_kimg=30.0, done=True, seed=0, fi
             json.dump({'metric': 'fid1k', 'value': value, 'wall_s': 1.0}, f)
     if done:
         with open(os.path.join(folder, 'done.json'), 'w') as f:
-            json.dump({'wall_s': 600.0, 'method': method}, f)
+            json.dump({'wall_s': 600.0, 'method': method, 'machine': machine}, f)
 
 
 def render(tmp_path, tier='cpu'):
@@ -109,6 +110,20 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
         assert (out / 'study_cpu' / name).is_file(), name
     plot = Image.open(out / 'study_cpu' / 'fid_curves_A.png')
     assert len(plot.getcolors(1 << 20)) > 5  # lines and bands were drawn
+
+
+def test_equal_wall_time_pairs_only_runs_made_on_one_machine(tmp_path):
+    rec = tmp_path / 'records'
+    for s, (m_di, m_sf) in enumerate((('cpu X', 'cpu X'), ('cpu X', 'cpu Y'), ('cpu Y', 'cpu Y'))):
+        fake_run(rec / 'A' / 'di' / f'seed{s}', [(8, 250.0 + s), (16, 200.0)], sec_per_kimg=50.0, method='diff_instruct',
+                 machine=m_di)
+        fake_run(rec / 'A' / 'sf_rkl' / f'seed{s}', [(0, 380.0), (8, 260.0), (16, 205.0 + s)], machine=m_sf)
+    page, _ = render(tmp_path)
+    assert 'Made on: cpu X (3 runs); cpu Y (3 runs).' in page
+    # seed 1's two runs were made on two machines, so only seeds 0 and 2 are paired; di at 480 s lies between
+    # (400 s, 250 + s) and (800 s, 200): 240 + 0.8 s
+    assert "| 2 | teacher A, equal wall time | holds | sf_rkl 206.0 ± 1.4 (205.0, 207.0) vs 1.1 × di at sf_rkl's " \
+           "seconds 240.8 ± 1.1 (240.0, 241.6)" in page
 
 
 def test_equal_wall_time_interpolates_the_slower_method():
