@@ -153,8 +153,9 @@ def sh(cmd, log):
 def machine():
     """The machine a job ran on, for its record: wall times compare only between runs made on the same one."""
     cpu = open('/proc/cpuinfo').read() if os.path.isfile('/proc/cpuinfo') else ''
-    model = (re.findall(r'^model name\s*: (.*)$', cpu, re.MULTILINE) or [sys.platform])[0]
-    return f'{model}, {os.cpu_count()} cores, ' + ('AVX-512' if 'avx512f' in cpu else 'no AVX-512')
+    field = lambda name: (re.findall(rf'^{name}\s*: (.*)$', cpu, re.MULTILINE) or ['?'])[0]  # noqa: E731
+    return (f'{field("model name")} (family {field("cpu family")}, model {field("model")}), {os.cpu_count()} cores, '
+            + ('AVX-512' if 'avx512f' in cpu else 'no AVX-512'))
 
 
 def write_json(path, obj):
