@@ -731,6 +731,9 @@ def report(args):
     L += [f'| {c} | {s} | {v} | {m} |' for c, s, v, m in verdict_rows(runs, budget_kimg, cfg['teachers'])]
     L += ['', '## FID against images seen', '']
     for t in cfg['teachers']:
+        if t not in runs:
+            L += [f'Teacher {t}: no run finished yet.', '']
+            continue
         series = {a: band([r['curve'] for r in runs[t][a].values()]) for a in ARMS if a in runs.get(t, {})}
         plot_curves(series, os.path.join(figs, f'fid_curves_{t}.png'), f'generator kimg (teacher {t})')
         L += [f'![FID curves, teacher {t}]({rel}/fid_curves_{t}.png)', '']

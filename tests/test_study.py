@@ -120,6 +120,7 @@ def test_equal_wall_time_pairs_only_runs_made_on_one_machine(tmp_path):
         fake_run(rec / 'A' / 'sf_rkl' / f'seed{s}', [(0, 380.0), (8, 260.0), (16, 205.0 + s)], machine=m_sf)
     page, _ = render(tmp_path)
     assert 'Made on: cpu X (3 runs); cpu Y (3 runs).' in page
+    assert 'Teacher B: no run finished yet.' in page and 'fid_curves_B' not in page  # no empty table for B
     # seed 1's two runs were made on two machines, so only seeds 0 and 2 are paired; di at 480 s lies between
     # (400 s, 250 + s) and (800 s, 200): 240 + 0.8 s
     assert "| 2 | teacher A, equal wall time | holds | sf_rkl 206.0 ± 1.4 (205.0, 207.0) vs 1.1 × di at sf_rkl's " \
@@ -128,8 +129,9 @@ def test_equal_wall_time_pairs_only_runs_made_on_one_machine(tmp_path):
 
 def test_equal_wall_time_interpolates_the_slower_method():
     study = load_study()
-    sf = {'seconds': [(0.0, 380.0), (240.0, 260.0), (480.0, 205.0)], 'curve': [(0, 380.0), (8, 260.0), (16, 205.0)]}
-    di = {'seconds': [(400.0, 250.0), (800.0, 200.0)], 'curve': [(8, 250.0), (16, 200.0)]}
+    sf = {'seconds': [(0.0, 380.0), (240.0, 260.0), (480.0, 205.0)], 'curve': [(0, 380.0), (8, 260.0), (16, 205.0)],
+          'machine': 'cpu X'}
+    di = {'seconds': [(400.0, 250.0), (800.0, 200.0)], 'curve': [(8, 250.0), (16, 200.0)], 'machine': 'cpu X'}
     x, y = study.equal_time_fids({'A': {'sf_rkl': {0: sf}, 'di': {0: di}}}, 'A', 16.0)
     assert x == [205.0] and y == [pytest.approx(250.0 + (200.0 - 250.0) * 80 / 400)]
 
