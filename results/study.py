@@ -21,6 +21,7 @@ results/study_<tier>/records, which is committed, so that a later session contin
 Data: the JPEG copy of CIFAR-10 in ../shared/data is lossy, so its FIDs compare only with each other.
 """
 import argparse
+import collections
 import glob
 import json
 import math
@@ -710,11 +711,8 @@ def report(args):
               'which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items()) + ' into the kimg above.', '']
     for t, fid in teachers.items():
         L.append(f'Teacher {t}, Heun (35 evaluations): {fid["metric"] + " " + fmt(fid["value"], 2) if fid else "–"}.')
-    made = {}
-    for t in runs.values():
-        for a in t.values():
-            for r in a.values():
-                made[r['machine'] or 'not recorded'] = made.get(r['machine'] or 'not recorded', 0) + 1
+    made = collections.Counter(r['machine'] or 'not recorded' for t in runs.values() for a in t.values()
+                               for r in a.values())
     L += ['', 'Made on: ' + '; '.join(f'{m} ({n} runs)' for m, n in sorted(made.items())) + '. Wall times and img/s '
           'compare only between runs made on one machine (the equal-wall-time rows pair only those).']
     if start:
