@@ -326,6 +326,10 @@ def run_job(cfg, p, args, teacher, arm, seed, budget):
     if arm in CLAIM2 and cfg['verifier']['test_ref']:  # the budget's generator against held-out test images
         gen = os.path.join(work, f'generator_{budget_kimg:g}kimg.pt')
         fid_calc(p, args, os.path.join(derived, 'test.json'), ['--ckpt', gen, '--num', fid_num], ref=p['ref_test'])
+    if arm == 'sf_rkl' and cfg.get('fid') != 'samples':  # its classifier per σ, on both teachers (to compare them)
+        for kimg in (budget_kimg / 2, budget_kimg):
+            gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
+            write_json(os.path.join(rec, 'accuracy', f'{kimg:g}kimg.json'), classifier_accuracy(p, gen))
     if measured:
         measure_generator(cfg, p, args, work, rec, budget_kimg, fid_num, first=seed == cfg['seeds'][0])
     record(out, rec, keep_grids=seed == cfg['seeds'][0])
@@ -336,15 +340,11 @@ def run_job(cfg, p, args, teacher, arm, seed, budget):
 
 
 def measure_generator(cfg, p, args, work, rec, budget_kimg, fid_num, first):
-    """What the study asks of the score-free reverse-KL arm: the classifier's accuracy per σ on fresh samples, the
-    verifier at both snapshots (k candidates, each rule, σ = 0.1 and the σ chosen from seed 0's accuracy), and, on
-    the first seed, the metric's own noise (two more sets of sample seeds)."""
+    """What the study asks of the score-free reverse-KL arm on teacher A: the verifier at both snapshots (k
+    candidates, each rule, σ = 0.1 and the σ chosen from seed 0's accuracy), and, on the first seed, the metric's own
+    noise (two more sets of sample seeds)."""
     samples = cfg.get('fid') == 'samples'
     snapshots = (budget_kimg / 2, budget_kimg)
-    if not samples:
-        for kimg in snapshots:
-            gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
-            write_json(os.path.join(rec, 'accuracy', f'{kimg:g}kimg.json'), classifier_accuracy(p, gen))
     sigma_star = chosen_sigma(p, budget_kimg)
     for kimg in snapshots:
         gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
@@ -774,6 +774,7 @@ def report(args):
               f'{metric} of three disjoint sets of sample seeds (from 0, ' + ', '.join(k[11:] for k in sets) +
               f'): {cell(vals, 2)}.', '']
     L += verifier_section(runs, cfg, budget_kimg, metric)
+    L += accuracy_section(runs)
     L += [f'## Samples (teacher A, training seed 0, at {budget_kimg or 0:g} kimg; the same sample seeds for every arm)', '']
     first = runs.get('A', {}).get('sf_rkl', {}).get(cfg['seeds'][0])
     if first and os.path.isfile(first['init_grid']):
@@ -790,8 +791,7 @@ def report(args):
 
 
 def verifier_section(runs, cfg, budget_kimg, metric):
-    """The verifier's tables: FID against k for each snapshot, rule and σ (mean ± sd over seeds), and the
-    classifier's accuracy at each scoring σ on fresh samples."""
+    """The verifier's tables: FID against k for each snapshot, rule and σ (mean ± sd over seeds)."""
     seeds = runs.get('A', {}).get('sf_rkl', {})
     names = sorted({n for r in seeds.values() for n in r['fid'] if n.startswith('verifier_')})
     if not names or budget_kimg is None:
@@ -811,19 +811,25 @@ def verifier_section(runs, cfg, budget_kimg, metric):
                           if f'verifier_{kimg:g}kimg_k{k}_{v}' in r['fid']]) for k in ks]
             L.append(f'| {v.replace("_sigma", ", σ ")} | {cell(plain)} | ' + ' | '.join(vals) + ' |')
         L.append('')
-    acc = [r['accuracy'] for r in seeds.values() if r['accuracy']]
-    if acc:
-        L += ['The classifier on 500 fresh generated and 500 real images, noised at σ (accuracy generated / real, '
-              'mean over seeds):', '', '| snapshot | ' + ' | '.join(f'σ {s:g}' for s in SIGMAS) + ' |',
-              '|---|' + '---|' * len(SIGMAS)]
-        for kimg in sorted({k for a in acc for k in a}, key=float):
-            row = []
-            for s in SIGMAS:
-                pairs = [a[kimg][f'{s:g}'] for a in acc if kimg in a]
-                row.append(f'{mean_sd([x["acc_fake"] for x in pairs])[0]:.2f} / {mean_sd([x["acc_real"] for x in pairs])[0]:.2f}')
-            L.append(f'| {kimg} | ' + ' | '.join(row) + ' |')
-        L.append('')
     return L
+
+
+def accuracy_section(runs):
+    """The score-free reverse-KL classifier per σ on fresh samples, per teacher and snapshot (mean over seeds)."""
+    L = []
+    for teacher, arms in sorted(runs.items()):
+        acc = [r['accuracy'] for r in arms.get('sf_rkl', {}).values() if r['accuracy']]
+        for kimg in sorted({k for a in acc for k in a}, key=float):
+            pairs = {s: [a[kimg][f'{s:g}'] for a in acc if kimg in a] for s in SIGMAS}
+            L.append(f'| {teacher} | {kimg} | {len(pairs[SIGMAS[0]])} | ' + ' | '.join(
+                f'{mean_sd([x["acc_fake"] for x in v])[0]:.2f} / {mean_sd([x["acc_real"] for x in v])[0]:.2f}'
+                for v in pairs.values()) + ' |')
+    if not L:
+        return []
+    return ['## The classifier per σ (sf_rkl)', '',
+            'Its accuracy on 500 fresh generated and 500 real images noised at σ (generated / real, mean over seeds):',
+            '', '| teacher | snapshot (kimg) | seeds | ' + ' | '.join(f'σ {s:g}' for s in SIGMAS) + ' |',
+            '|---|---|---|' + '---|' * len(SIGMAS)] + L + ['']
 
 
 def main(argv=None):

@@ -82,6 +82,10 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     os.makedirs(rec / 'A' / 'sf_rkl' / 'seed0' / 'accuracy')
     json.dump({f'{s:g}': {'acc_fake': 0.9, 'acc_real': 0.6} for s in (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)},
               open(rec / 'A' / 'sf_rkl' / 'seed0' / 'accuracy' / '16kimg.json', 'w'))
+    fake_run(rec / 'B' / 'sf_rkl' / 'seed0', sf[0], seed=9)  # its classifier, beside teacher A's
+    os.makedirs(rec / 'B' / 'sf_rkl' / 'seed0' / 'accuracy')
+    json.dump({f'{s:g}': {'acc_fake': 0.7, 'acc_real': 0.4} for s in (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)},
+              open(rec / 'B' / 'sf_rkl' / 'seed0' / 'accuracy' / '16kimg.json', 'w'))
     fake_run(rec / 'A' / 'sf_js' / 'seed0', [(16, 230.0)], done=False)  # unfinished: left out
     os.makedirs(rec / 'A' / 'teacher' / 'fid')
     json.dump({'metric': 'fid1k', 'value': 150.25}, open(rec / 'A' / 'teacher' / 'fid' / 'train.json', 'w'))
@@ -92,7 +96,7 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
            '211.0 ± 1.0 (210.0, 211.0, 212.0) | 20.0 | 10.0 |' in page
     # claim 2: 205 vs 1.1 × 200: difference 15 > 2 SE → holds; claim 3 holds; 4a holds, 4b (290 vs 285) did not
     assert '| 2 | teacher A | holds | sf_rkl 205.0 ± 5.0 (205.0, 210.0, 200.0) vs 1.1 × di' in page
-    assert '| 2 | teacher B | not decidable at this scale |' in page  # no score-free run on B yet
+    assert '| 2 | teacher B | not decidable at this scale |' in page  # one seed a side on B
     assert '| 3 | teacher A | holds |' in page and '| 4a | teacher A | holds |' in page
     assert '| 4b | teacher A | did not hold |' in page and '| 4c | teacher A | not decidable at this scale |' in page
     assert '| 4 | teacher A | did not hold |' in page
@@ -105,7 +109,7 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
            '48 kimg 185.0 (24 min)' in page
     assert 'from 0, 1000, 2000): 205.00 ± 2.00 (205.00, 207.00, 203.00)' in page
     assert '| resample, σ 0.1 | 260.0 ± 5.0 (260.0, 265.0, 255.0) | 206.0 ± – (206.0) | 204.0 ± – (204.0) |' in page
-    assert '| 16 | 0.90 / 0.60 |' in page
+    assert '| A | 16 | 1 | 0.90 / 0.60 |' in page and '| B | 16 | 1 | 0.70 / 0.40 |' in page
     for name in ('fid_curves_A.png', 'grid_di.png', 'grid_sf_rkl.png', 'grid_init.png'):
         assert (out / 'study_cpu' / name).is_file(), name
     plot = Image.open(out / 'study_cpu' / 'fid_curves_A.png')
