@@ -101,8 +101,8 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     assert '| 4b | teacher A | did not hold |' in page and '| 4c | teacher A | not decidable at this scale |' in page
     assert '| 4 | teacher A | did not hold |' in page
     # equal wall time: sf_rkl reached 16 kimg in 480 s; di's FID at 480 s lies between (400 s, 250) and (800 s, 200)
-    assert '| 2 | teacher A, equal wall time | holds | sf_rkl 205.0 ± 5.0 (205.0, 210.0, 200.0) vs 1.1 × di at ' \
-           'sf_rkl\'s seconds 240.0 ± 3.0 (240.0, 243.0, 237.0)' in page and 'test images | holds |' in page
+    assert '| 2 | teacher A, equal wall time | holds | sf_rkl 205.0 ± 5.0 (205.0, 210.0, 200.0) vs 1.1 × di at the same ' \
+           'seconds 240.0 ± 3.0 (240.0, 243.0, 237.0)' in page and 'test images | holds |' in page
     assert 'Not (yet) finished on teacher A: sf_js seed 0,' in page
     # the longer pair, the metric's noise (the run's own point and two more seed sets), the verifier's tables
     assert '- sf_rkl (A): 0 kimg 380.0 (0 min), 8 kimg 260.0 (4 min), 16 kimg 205.0 (8 min), 32 kimg 190.0 (16 min), ' \
@@ -127,7 +127,7 @@ def test_equal_wall_time_pairs_only_runs_made_on_one_machine(tmp_path):
     assert 'Teacher B: no run finished yet.' in page and 'fid_curves_B' not in page  # no empty table for B
     # seed 1's two runs were made on two machines, so only seeds 0 and 2 are paired; di at 480 s lies between
     # (400 s, 250 + s) and (800 s, 200): 240 + 0.8 s
-    assert "| 2 | teacher A, equal wall time | holds | sf_rkl 206.0 ± 1.4 (205.0, 207.0) vs 1.1 × di at sf_rkl's " \
+    assert "| 2 | teacher A, equal wall time | holds | sf_rkl 206.0 ± 1.4 (205.0, 207.0) vs 1.1 × di at the same " \
            "seconds 240.8 ± 1.1 (240.0, 241.6)" in page
 
 
@@ -138,6 +138,10 @@ def test_equal_wall_time_interpolates_the_slower_method():
     di = {'seconds': [(400.0, 250.0), (800.0, 200.0)], 'curve': [(8, 250.0), (16, 200.0)], 'machine': 'cpu X'}
     x, y = study.equal_time_fids({'A': {'sf_rkl': {0: sf}, 'di': {0: di}}}, 'A', 16.0)
     assert x == [205.0] and y == [pytest.approx(250.0 + (200.0 - 250.0) * 80 / 400)]
+    # di finished sooner (at 400 s): both at 400 s, sf_rkl between (240 s, 260) and (480 s, 205); di's own end
+    di_fast = {**di, 'seconds': [(200.0, 250.0), (400.0, 200.0)]}
+    x, y = study.equal_time_fids({'A': {'sf_rkl': {0: sf}, 'di': {0: di_fast}}}, 'A', 16.0)
+    assert x == [pytest.approx(260.0 + (205.0 - 260.0) * 160 / 240)] and y == [200.0]
 
 
 def test_study_run_without_shared_material_is_one_clear_line(tmp_path):
