@@ -795,6 +795,15 @@ def report(args):
     print(f'wrote {outdir}: {sum(len(a) for t in runs.values() for a in t.values())} runs')
 
 
+def paired(d):
+    """Paired differences: their cell, mean ± standard error, and whether the mean lies beyond twice that error."""
+    if len(d) < 2:
+        return f'{cell(d)} (one seed)'
+    m, sd = mean_sd(d)
+    se = sd / math.sqrt(len(d))
+    return f'{cell(d)}, mean ± SE {fmt(m)} ± {fmt(se)} ({"beyond" if abs(m) > 2 * se else "within"} twice its SE)'
+
+
 def verifier_section(runs, cfg, budget_kimg, metric):
     """The verifier's tables: FID against k for each snapshot, rule and σ (mean ± sd over seeds)."""
     seeds = runs.get('A', {}).get('sf_rkl', {})
@@ -815,6 +824,12 @@ def verifier_section(runs, cfg, budget_kimg, metric):
             vals = [cell([r['fid'][f'verifier_{kimg:g}kimg_k{k}_{v}'] for r in seeds.values()
                           if f'verifier_{kimg:g}kimg_k{k}_{v}' in r['fid']]) for k in ks]
             L.append(f'| {v.replace("_sigma", ", σ ")} | {cell(plain)} | ' + ' | '.join(vals) + ' |')
+        L += ['', f'Paired, seed by seed (the same generator with and without the verifier), k = {ks[-1]} minus k = 1:', '']
+        for v in variants:
+            name = f'verifier_{kimg:g}kimg_k{ks[-1]}_{v}'
+            d = [r['fid'][name] - at(r['curve'], kimg) for r in seeds.values()
+                 if name in r['fid'] and at(r['curve'], kimg) is not None]
+            L.append(f'- {v.replace("_sigma", ", σ ")}: {paired(d)}')
         L.append('')
     return L
 

@@ -109,6 +109,8 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
            '48 kimg 185.0 (24 min)' in page
     assert 'from 0, 1000, 2000): 205.00 ± 2.00 (205.00, 207.00, 203.00)' in page
     assert '| resample, σ 0.1 | 260.0 ± 5.0 (260.0, 265.0, 255.0) | 206.0 ± – (206.0) | 204.0 ± – (204.0) |' in page
+    # paired: seed 0's k = 4 at 8 kimg is 200 − 4 + 8 = 204 against its plain 260
+    assert '- resample, σ 0.1: -56.0 ± – (-56.0) (one seed)' in page
     assert '| A | 16 | 1 | 0.90 / 0.60 |' in page and '| B | 16 | 1 | 0.70 / 0.40 |' in page
     for name in ('fid_curves_A.png', 'grid_di.png', 'grid_sf_rkl.png', 'grid_init.png'):
         assert (out / 'study_cpu' / name).is_file(), name
@@ -142,6 +144,12 @@ def test_equal_wall_time_interpolates_the_slower_method():
     di_fast = {**di, 'seconds': [(200.0, 250.0), (400.0, 200.0)]}
     x, y = study.equal_time_fids({'A': {'sf_rkl': {0: sf}, 'di': {0: di_fast}}}, 'A', 16.0)
     assert x == [pytest.approx(260.0 + (205.0 - 260.0) * 160 / 240)] and y == [200.0]
+
+
+def test_paired_differences_judge_the_mean_against_twice_its_standard_error():
+    study = load_study()
+    assert study.paired([-4.0, -3.0, -5.0]) == '-4.0 ± 1.0 (-4.0, -3.0, -5.0), mean ± SE -4.0 ± 0.6 (beyond twice its SE)'
+    assert study.paired([-4.0, 3.0, -5.0]).endswith('mean ± SE -2.0 ± 2.5 (within twice its SE)')
 
 
 def test_study_run_without_shared_material_is_one_clear_line(tmp_path):
