@@ -656,11 +656,14 @@ def plot_curves(series, path, xlabel, size=(760, 460)):
     Y = lambda v: top + (H - top - bottom) * (ymax - v) / (ymax - ymin)  # noqa: E731
     d.rectangle([left, top, W - right, H - bottom], outline='black')
     for i in range(5):
-        v, x = ymin + (ymax - ymin) * i / 4, xmax * i / 4
+        v = ymin + (ymax - ymin) * i / 4
         d.line([left - 4, Y(v), left, Y(v)], fill='black')
         d.text((4, Y(v) - 6), f'{v:.0f}', fill='black')
-        d.line([X(x), H - bottom, X(x), H - bottom + 4], fill='black')
-        d.text((X(x) - 10, H - bottom + 8), f'{x:g}', fill='black')
+    step = 10 ** math.floor(math.log10(xmax / 4))  # x ticks at a round step: 1, 2, 4 or 5 × a power of ten
+    step *= next(m for m in (1, 2, 4, 5, 10) if m * step >= xmax / 4)
+    for i in range(int(xmax / step + 1e-9) + 1):
+        d.line([X(i * step), H - bottom, X(i * step), H - bottom + 4], fill='black')
+        d.text((X(i * step) - 10, H - bottom + 8), f'{i * step:g}', fill='black')
     d.text((left + (W - left - right) // 2 - 60, H - 18), xlabel, fill='black')
     for i, (name, s) in enumerate(series.items()):
         c = colours[i % len(colours)]
