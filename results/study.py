@@ -566,6 +566,16 @@ def judge(x, y, factor):
     return verdict, d, se
 
 
+def seed_by_seed(x, y, factor=1.10):
+    """Plain words for how many of x's seeds lie within factor·mean(y) (an aid to reading, not a verdict)."""
+    if not x or not y:
+        return 'no runs yet'
+    k, n = sum(v <= factor * mean_sd(y)[0] for v in x), len(x)
+    every = f'all {n} seeds' if n > 1 else 'its one seed'
+    return (f'behind by more than the margin on {every}' if k == 0 else f'within the margin on {every}' if k == n
+            else f'within the margin on {k} of {n} seeds, behind on the other{"s" * (n - k > 1)}')
+
+
 def fmt(x, digits=1):
     return '–' if x is None or (isinstance(x, float) and math.isnan(x)) else f'{x:.{digits}f}'
 
@@ -735,6 +745,9 @@ def report(args):
           'mapping init by 10 %, (b) single-σ and (c) io-reinit at least as good as mapping; it holds when all three '
           'hold.', '', '| claim | scope | verdict | measured (mean ± sd (values)) |', '|---|---|---|---|']
     L += [f'| {c} | {s} | {v} | {m} |' for c, s, v, m in verdict_rows(runs, budget_kimg, cfg['teachers'])]
+    L += ['', 'In words, claim 2 seed by seed (each sf_rkl seed against 1.1 × di\'s mean): ' + '; '.join(
+        f'teacher {t}: {seed_by_seed(final_fids(runs, t, "sf_rkl", budget_kimg), final_fids(runs, t, "di", budget_kimg))}'
+        for t in cfg['teachers']) + '.']
     L += ['', '## FID against images seen', '']
     for t in cfg['teachers']:
         if t not in runs:

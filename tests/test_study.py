@@ -100,6 +100,8 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     assert '| 3 | teacher A | holds |' in page and '| 4a | teacher A | holds |' in page
     assert '| 4b | teacher A | did not hold |' in page and '| 4c | teacher A | not decidable at this scale |' in page
     assert '| 4 | teacher A | did not hold |' in page
+    # in words: A's sf_rkl 205, 210, 200 against 1.1 × 200 = 220; B's one seed 205 against 1.1 × 200
+    assert 'teacher A: within the margin on all 3 seeds; teacher B: within the margin on its one seed' in page
     # equal wall time: sf_rkl reached 16 kimg in 480 s; di's FID at 480 s lies between (400 s, 250) and (800 s, 200)
     assert '| 2 | teacher A, equal wall time | holds | sf_rkl 205.0 ± 5.0 (205.0, 210.0, 200.0) vs 1.1 × di at the same ' \
            'seconds 240.0 ± 3.0 (240.0, 243.0, 237.0)' in page and 'test images | holds |' in page
@@ -144,6 +146,13 @@ def test_equal_wall_time_interpolates_the_slower_method():
     di_fast = {**di, 'seconds': [(200.0, 250.0), (400.0, 200.0)]}
     x, y = study.equal_time_fids({'A': {'sf_rkl': {0: sf}, 'di': {0: di_fast}}}, 'A', 16.0)
     assert x == [pytest.approx(260.0 + (205.0 - 260.0) * 160 / 240)] and y == [200.0]
+
+
+def test_seed_by_seed_counts_the_seeds_within_the_margin():
+    study = load_study()
+    assert study.seed_by_seed([230.0, 300.0, 250.0], [200.0, 210.0]) == 'behind by more than the margin on all 3 seeds'
+    assert study.seed_by_seed([220.0, 240.0], [200.0]) == 'within the margin on 1 of 2 seeds, behind on the other'
+    assert study.seed_by_seed([], [200.0]) == 'no runs yet'
 
 
 def test_paired_differences_judge_the_mean_against_twice_its_standard_error():
