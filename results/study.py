@@ -770,7 +770,8 @@ def report(args):
                      f'{fmt(mean_sd([r["img_s"] for r in seeds.values()])[0])} | '
                      f'{fmt(mean_sd([r["wall_s"] / 60 for r in seeds.values()])[0])} |')
         missing = [f'{a} seed {s}' for (tt, a, s) in jobs(cfg) if tt == t and s not in runs.get(t, {}).get(a, {})]
-        L += ['', f'Not (yet) finished on teacher {t}: {", ".join(missing) or "none"}.', '']
+        L += ['', f'Not (yet) finished on teacher {t}: {", ".join(missing)}.' if missing else
+              f'Every planned run on teacher {t} has finished ({len(cfg["seeds"])} training seeds per arm).', '']
     long = {f'{a} ({t})': [(x, y, y, y) for x, y in r['curve']] for t in cfg['teachers'] for a in ('di', 'sf_rkl')
             for s, r in runs.get(t, {}).get(a, {}).items() if cfg['long_kimg'] and s == cfg['seeds'][0] and r['curve']
             and r['curve'][-1][0] > budget_kimg}
