@@ -835,6 +835,7 @@ def verifier_section(runs, cfg, budget_kimg, metric):
          f'k one-step candidates per image, one kept by the run\'s own classifier at σ: `resample` with probability '
          f'∝ e^(−c), `best` the smallest c. k = 1 is the plain sampler (the run\'s own {metric} point). Mean ± sd '
          '(values) over the training seeds.', '']
+    lower, higher = [], []
     for kimg in (budget_kimg / 2, budget_kimg):
         variants = sorted({n.split('_', 3)[3] for n in names if n.startswith(f'verifier_{kimg:g}kimg')})
         ks = sorted({int(n.split('_k')[1].split('_')[0]) for n in names})
@@ -851,7 +852,12 @@ def verifier_section(runs, cfg, budget_kimg, metric):
             d = [r['fid'][name] - at(r['curve'], kimg) for r in seeds.values()
                  if name in r['fid'] and at(r['curve'], kimg) is not None]
             L.append(f'- {v.replace("_sigma", ", σ ")}: {paired(d)}')
+            if len(d) >= 2 and abs(mean_sd(d)[0]) > 2 * mean_sd(d)[1] / math.sqrt(len(d)):
+                (lower if mean_sd(d)[0] < 0 else higher).append(f'{v.replace("_sigma", ", σ ")} at {kimg:g} kimg')
         L.append('')
+    L += [f'In words, k = {ks[-1]} against the plain sampler beyond twice the SE of the paired difference: lower FID for '
+          f'{", ".join(lower) or "none"}; higher for {", ".join(higher) or "none"}; every other rule, σ and snapshot '
+          'within it.', '']
     return L
 
 

@@ -116,6 +116,7 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     assert '| resample, σ 0.1 | 260.0 ± 5.0 (260.0, 265.0, 255.0) | 206.0 ± – (206.0) | 204.0 ± – (204.0) |' in page
     # paired: seed 0's k = 4 at 8 kimg is 200 − 4 + 8 = 204 against its plain 260
     assert '- resample, σ 0.1: -56.0 ± – (-56.0) (one seed)' in page
+    assert 'beyond twice the SE of the paired difference: lower FID for none; higher for none;' in page  # one seed
     assert '| A | 16 | 1 | 0.90 / 0.60 |' in page and '| B | 16 | 1 | 0.70 / 0.40 |' in page
     for name in ('fid_curves_A.png', 'grid_di.png', 'grid_sf_rkl.png', 'grid_init.png'):
         assert (out / 'study_cpu' / name).is_file(), name
@@ -255,3 +256,16 @@ def test_gpu_tier_round_trip_pack_unpack_fid_report(tmp_path, tiny_detector):
     assert point['metric'] == 'fid6' and teacher['value'] == point['value']  # the same seeds of the same images
     page, _ = render(tmp_path, 'gpu_dry')
     assert f'| sf_rkl | 2 | 1 | {point["value"]:.1f} ± – ({point["value"]:.1f}) |' in page
+
+
+def test_verifier_in_words_names_each_paired_difference_beyond_twice_its_se():
+    study = load_study()
+    # k = 8 minus the plain sampler, per seed: resample at 8 kimg −3, −4, −5 (lower), best at 8 kimg +5, +6, +7
+    # (higher); at 16 kimg −5, +5, 0 for both (within)
+    shift = {(8, 'resample'): (-3, -4, -5), (8, 'best'): (5, 6, 7), (16, 'resample'): (-5, 5, 0), (16, 'best'): (-5, 5, 0)}
+    seeds = {s: dict(curve=[(8, 260.0 + s), (16, 200.0 + s)],
+                     fid={f'verifier_{kimg}kimg_k8_{rule}_sigma0.1': (260.0 if kimg == 8 else 200.0) + s + d[s]
+                          for (kimg, rule), d in shift.items()}) for s in range(3)}
+    page = '\n'.join(study.verifier_section({'A': {'sf_rkl': seeds}}, study.TIERS['cpu'], 16, 'fid1k'))
+    assert '- resample, σ 0.1: -4.0 ± 1.0 (-3.0, -4.0, -5.0), mean ± SE -4.0 ± 0.6 (beyond twice its SE)' in page
+    assert 'lower FID for resample, σ 0.1 at 8 kimg; higher for best, σ 0.1 at 8 kimg; every other' in page
