@@ -1297,9 +1297,10 @@ def add_runtime_args(p, outdir, tick_kimg, snapshot_ticks, one_step=True):
     p.add_argument('--precision', default='bf16', choices=['bf16', 'fp16', 'fp32'],
                    help='training passes on CUDA (ours; EDM and DI: fp32; results/NOTES.md, precision); CPU: fp32')
     p.add_argument('--compile', type=int, default=0, help='torch.compile the networks (ours)')
-    p.add_argument('--tick-kimg', type=float, default=tick_kimg, help='progress line every this many kimg (EDM)')
+    source = 'ours' if one_step else 'EDM'  # EDM's train.py: 50 and 50
+    p.add_argument('--tick-kimg', type=float, default=tick_kimg, help=f'progress line every this many kimg ({source})')
     p.add_argument('--snapshot-ticks', type=int, default=snapshot_ticks,
-                   help='checkpoint + grid + FID every this many ticks (EDM)')
+                   help=f'checkpoint + grid + FID every this many ticks ({source})')
     p.add_argument('--grid', type=int, default=64, help='images in the sample grids (fixed seeds)')
     p.add_argument('--fid-ref', default='auto', help='FID in the loop: auto (statistics of the training set, '
                    'cached) | none | a .npz from fid.py ref | samples (save each point\'s images to '

@@ -10,7 +10,8 @@ gradient is E[w(σ)·(s_q(x_σ) − s_p(x_σ))ᵀ ∂x_σ/∂θ] with x_σ = x�
 teacher; the generator's score s_q from a "fake" score network f_ψ trained online on generator samples with
 EDM's loss. Since s = (D − x)/σ², the per-image surrogate Σ_pixels (D_fake(x_σ) − D_teacher(x_σ))·x₀, with both
 denoisers evaluated without gradient, has gradient σ²(s_q − s_p) w.r.t. x₀: w(σ) = σ², σ ~ EDM's log-normal.
-Each iteration: fake-score step(s), then one generator step. Defaults follow the official CIFAR-10 code.
+Each iteration: fake-score step(s), then one generator step. Defaults follow the official CIFAR-10 code, but
+for those marked (ours) in --help.
 """
 import argparse
 import copy

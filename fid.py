@@ -482,11 +482,17 @@ def stats_from_batches(batches, detector, mode, device, rank=0, total=None, what
     return stats
 
 
-def fid_from_stats(stats, ref_path, mode):
+def load_ref(ref_path, mode):
+    """mu, sigma of reference statistics made by the same pipeline (mode); checked before any sampling, too."""
     mu_r, sigma_r, ref_mode, _ = load_stats(ref_path)
     if ref_mode != mode:
         raise ValueError(f'reference statistics {ref_path!r} were made with mode {ref_mode!r}, these with {mode!r}: '
                          f'FIDs across pipelines differ by ~10 points; remake one of them')
+    return mu_r, sigma_r
+
+
+def fid_from_stats(stats, ref_path, mode):
+    mu_r, sigma_r = load_ref(ref_path, mode)
     mu, sigma = stats.mean_cov()
     return frechet_distance(mu, sigma, mu_r, sigma_r)
 
@@ -501,7 +507,7 @@ def preflight(args, allow_download=True):
     if args.fid_ref in ('none', SAVE_SAMPLES):
         return []
     checks = [lambda: inception_file(args.inception, allow_download)]
-    return checks + ([lambda: load_stats(args.fid_ref)] if args.fid_ref != 'auto' else [])
+    return checks + ([lambda: load_ref(args.fid_ref, 'tf')] if args.fid_ref != 'auto' else [])
 
 
 def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode='tf'):
@@ -514,7 +520,7 @@ def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode=
     if spec == SAVE_SAMPLES:
         return spec
     if spec != 'auto':
-        load_stats(spec)  # fail now, not after hours of training
+        load_ref(spec, mode)  # fail now, not after hours of training
         return spec
     tag = hashlib.sha256(data.images.numpy().tobytes()).hexdigest()[:12]
     path = os.path.join(CACHE_DIR, f'ref-{data.name}-{tag}-{mode}.npz')
@@ -590,12 +596,15 @@ def image_batches(images, batch):
         yield images[i:i + batch]
 
 
-def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False, stochastic=False):
+def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False, stochastic=False, sampler_flags=()):
     """sample_fn(seeds) for a checkpoint: a teacher (EDM's sampler: Heun, or stochastic; EMA weights) or a one-step
     generator (EMA). precision: fp32 (PyTorch's defaults, as EDM's generate.py: on a GPU convolutions may use TF32)
     or bf16 / fp16 autocast around the network (the sampler's own arithmetic stays float64 / float32); the features
-    never change. compile: torch.compile the generating network (σ is a tensor input: one graph for every step)."""
+    never change. compile: torch.compile the generating network (σ is a tensor input: one graph for every step).
+    sampler_flags: the teacher-sampler flags the user gave, refused for a one-step generator (it has no steps)."""
     ckpt = common.load_checkpoint(path, ('teacher', 'generator'))
+    if ckpt['kind'] == 'generator' and sampler_flags:
+        raise ValueError(f'{", ".join(sampler_flags)}: no effect with a one-step generator checkpoint ({path})')
     net = common.net_from_config(ckpt['net_config']).eval().requires_grad_(False)
     net.load_state_dict(ckpt['ema'])
     net = common.maybe_compile(common.to_device(net, device), compile)
@@ -663,18 +672,19 @@ def main(argv=None):
                             'with --images')
     if args.cmd == 'ref' and args.dataset not in ('cifar10', 'fashion-mnist'):
         common.refuse_flags(parser, argv, ['data_dir'], 'with --dataset PATH')
+    sampler_flags = ['--' + d for d in ('steps', 'sampler') if d in common.given_flags(parser, argv)]
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     try:
         if args.cmd == 'sample':
             sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile),
-                                        args.sampler == 'stochastic')
+                                        args.sampler == 'stochastic', sampler_flags)
             save_samples(sample, args.num, args.out, batch=args.batch, first_seed=args.first_seed)
             print(f'wrote {args.out}: {args.num} images of {args.ckpt} (seeds {args.first_seed}..'
                   f'{args.first_seed + args.num - 1})')
             return
         allow = not getattr(args, 'no_download', False)
         common.preflight([lambda: inception_file(args.inception, allow)] +  # before any sampling or decoding
-                         ([lambda: load_stats(args.ref)] if args.cmd == 'calc' else
+                         ([lambda: load_ref(args.ref, args.mode)] if args.cmd == 'calc' else
                           [lambda: common.dataset_source(args.dataset, args.data_dir, allow)]))
         detector = get_detector(args.inception, device, allow)
         if args.cmd == 'ref':
@@ -695,7 +705,7 @@ def main(argv=None):
             batches, num = image_batches(images, args.batch), len(images)
         else:
             sample = checkpoint_sampler(args.ckpt, device, args.steps, args.sample_precision, bool(args.compile),
-                                        args.sampler == 'stochastic')
+                                        args.sampler == 'stochastic', sampler_flags)
             seeds, num = list(range(args.first_seed, args.first_seed + args.num)), args.num
             batches = (sample(seeds[i:i + args.batch]) for i in range(0, num, args.batch))
         stats = stats_from_batches(batches, detector, args.mode, device, total=num, what=f'fid ({metric_name(num)})')

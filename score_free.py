@@ -275,6 +275,8 @@ def verify_main(argv):
         p.error('--k and --batch must be at least 1, --sigma positive and --num at least 2')
     if args.out:
         common.refuse_flags(p, argv, ['inception'], 'with --out (no FID is computed)')
+    if args.k == 1:
+        common.refuse_flags(p, argv, ['sigma', 'rule'], 'with --k 1 (the plain sampler scores nothing)')
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     try:
         ckpt = common.load_checkpoint(args.ckpt, 'generator')
@@ -283,7 +285,7 @@ def verify_main(argv):
         sample = verified_sampler(common.to_device(G, device), load_classifier(ckpt, device), ckpt['sigma_init'],
                                   device, args.k, args.sigma, args.rule)
         if args.ref:
-            fid.load_stats(args.ref)  # a wrong --ref stops here, before any sampling
+            fid.load_ref(args.ref, 'tf')  # a wrong --ref stops here, before any sampling
         if args.out:
             fid.save_samples(sample, args.num, args.out, batch=args.batch)
             print(f'wrote {args.out}: {args.num} images of {args.ckpt}, verifier k {args.k}')
@@ -400,7 +402,8 @@ def train(args, rank, world, device, init_generator=None):
     common.preflight([lambda: common.dataset_source(args.dataset, args.data_dir, allow),
                       lambda: edm_import.teacher_checkpoint(args.teacher, allow), *fid.preflight(args, allow)])
     ckpt = common.load_resume(args, 'generator', 'score_free', ['dataset', 'teacher', 'cond', 'divergence', 'weight',
-                                                                'gen_sigma_max', 'sigma_init', 'batch', 'cls_steps', 'seed'])
+                                                                'gen_sigma_max', 'sigma_init', 'batch', 'cls_steps', 'cls_init',
+                                                                'cls_warmup', 'seed'])
     torch.manual_seed(args.seed * world + rank)
     amp = common.Precision(device, args.precision)
     batch = args.batch // world

@@ -2,7 +2,7 @@
 
   python scratch_init.py --dataset cifar10 --total-kimg 5000
   python scratch_init.py --dataset cifar10 --method diff_instruct --arms teacher,random --total-kimg 5000
-  (any other flag is passed on to the method: e.g. --divergence js --fid-num 5000)
+  (any other flag is passed on to the method, as in `python score_free.py --help`: e.g. --divergence js)
 
 The paper's claims 3 and 4 (arXiv 2502.08005): initialising the one-step generator from the teacher's weights is
 indispensable (random initialisation fails), and what it contributes is not the teacher's input→output mapping
@@ -60,6 +60,8 @@ def parse_args(argv=None):
     if min(args.init_kimg, args.init_batch, args.mapping_pairs, args.init_lr) <= 0 or args.mapping_steps < 2:
         p.error('--init-kimg, --init-batch, --init-lr and --mapping-pairs must be positive, --mapping-steps at least 2')
     method_args = METHODS[args.method].parse_args(rest + ['--outdir', args.outdir])
+    if method_args.cond and 'mapping' in arms:  # refused here, not after the arms before it have trained
+        p.error('--cond 1: the mapping arm is for unconditional teachers only; leave it out of --arms')
     return args, method_args
 
 

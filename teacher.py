@@ -155,7 +155,7 @@ def train(args, rank, world, device):
     fid_ref = fid.reference_stats(args.fid_ref, data, device, args.inception, rank)
 
     # Network (on the device first: the EMA copy then has its memory layout, which the one-kernel update needs),
-    # EMA, optimizer; augment_dim 9 when training with EDM's augmentation.
+    # EMA, optimizer; augment_dim 9 when training with EDM's augmentation (the edm preset has it always).
     net = common.to_device(common.build_net(args.preset, data.resolution, data.channels, label_dim, args.dropout,
                                             9 if args.augment else None), device)
     pipe = common.AugmentPipe(args.augment) if args.augment else None

@@ -169,6 +169,9 @@ def test_bad_values_are_refused_before_any_work(script, args, message):
     ('scratch_init.py', ['--arms', 'teacher,io_reinit', '--init-kimg', '1'], '--init-kimg: no effect without a pre-trained'),
     ('fid.py', ['calc', '--images', 'x', '--ref', 'r.npz', '--steps', '4'], '--steps: no effect with --images'),
     ('score_free.py', ['verify', '--ckpt', 'g.pt', '--out', 'o.zip', '--inception', 'x'], '--inception: no effect with --out'),
+    ('score_free.py', ['verify', '--ckpt', 'g.pt', '--out', 'o.zip', '--k', '1', '--sigma', '0.05', '--rule', 'best'],
+     '--sigma, --rule: no effect with --k 1'),
+    ('scratch_init.py', ['--cond', '1'], '--cond 1: the mapping arm is for unconditional teachers only'),
     ('score_free.py', ['--cls-head', 'multi'], 'unrecognized arguments: --cls-head multi'),
     ('score_free.py', ['--cls'], 'unrecognized arguments: --cls'),  # no abbreviations: a typo is not a guess
 ])

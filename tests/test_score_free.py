@@ -216,7 +216,7 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f'{key}.{name} differs after resume'
     # refused resumes and the FID calls run in this process (the CLI's exit code 2 is SystemExit(2) here)
-    for other, key in ((['--divergence', 'js'], 'divergence'),
+    for other, key in ((['--divergence', 'js'], 'divergence'), (['--cls-init', 'random'], 'cls_init'),
                        (['--gen-sigma-max', 'inf'], 'gen_sigma_max')):  # a run started with σ ≤ 2, the spec's range
         with pytest.raises(SystemExit) as e:
             score_free.main([*args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto', *other])
@@ -225,10 +225,26 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
     calc = ['calc', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref, '--inception', detector]
     plain = fid.main(calc)
     assert capsys.readouterr().out.startswith('fid6 ')
+    with pytest.raises(SystemExit) as e:  # a one-step generator has no sampler steps
+        fid.main(calc + ['--steps', '4'])
+    assert e.value.code == 2 and '--steps: no effect with a one-step generator' in capsys.readouterr().err
+    # statistics of another pipeline are refused before any training or sampling, not at the first FID
+    other_ref = str(tmp_path / 'ref_pytorch_fid.npz')
+    fid.main(['ref', '--dataset', data, '--out', other_ref, '--inception', detector, '--mode', 'pytorch-fid'])
+    capsys.readouterr()
+    for run in (lambda: score_free.main([*args, '--total-kimg', '0.008', '--outdir', str(tmp_path / 'o'),
+                                         '--fid-ref', other_ref, '--inception', detector]),
+                lambda: fid.main(calc[:-4] + ['--ref', other_ref, '--inception', detector]),
+                lambda: score_free.main(['verify', *calc[1:-4], '--ref', other_ref, '--inception', detector])):
+        with pytest.raises(SystemExit) as e:
+            run()
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "made with mode 'pytorch-fid', these with 'tf'" in err and 'img/s' not in err, err
+    assert not (tmp_path / 'o').exists()
     # the ratio as a verifier: generator.pt carries the classifier; k = 1 is the plain sampler, k = 4 differs
     verify = ['verify', '--ckpt', os.path.join(full, 'generator.pt'), '--num', '6', '--ref', ref, '--inception', detector]
-    for k, rule in (('1', 'resample'), ('4', 'resample'), ('4', 'best')):
-        v = score_free.main(verify + ['--k', k, '--rule', rule])
+    for k, rule in (('1', []), ('4', ['--rule', 'resample']), ('4', ['--rule', 'best'])):
+        v = score_free.main(verify + ['--k', k, *rule])
         assert (v == plain) == (k == '1'), (k, rule, v, plain)
     assert capsys.readouterr().out.splitlines()[-1].startswith('fid6 ')
     with pytest.raises(SystemExit) as e:
