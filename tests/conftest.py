@@ -85,6 +85,14 @@ def run_script(*args, env=None, timeout=300):
                           env=full_env)
 
 
+def refused(main, argv, capsys):
+    """(exit code, stderr) of a script's main(argv) run in this process, as its command line calls it: for the
+    refusals at parse time or in the pre-flight, which need no subprocess."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
 def gauss_hermite_2d(n=60):
     """Nodes and weights for E[g(z, ε)] with z, ε ~ N(0, 1) independent: exact for polynomials of degree
     < 2n in each variable, and accurate to ~1e-12 for the smooth Gaussian-tailed integrands used here."""

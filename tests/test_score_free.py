@@ -16,7 +16,7 @@ import diff_instruct
 import edm_import
 import fid
 import score_free
-from conftest import Gaussian1D, gauss_hermite_2d, run_script
+from conftest import Gaussian1D, gauss_hermite_2d, refused, run_script
 
 F_OF_U = {  # D_f(p ‖ q) = E_q[f(p/q)]
     'rkl': lambda u: -np.log(u),
@@ -297,9 +297,9 @@ def test_a_classifier_of_a_removed_option_is_refused_naming_the_commit_that_read
     (['--weight', 'damped'], "argument --weight: invalid choice: 'damped'"),
     (['--cls-head', 'multi'], 'unrecognized arguments: --cls-head multi'),  # options that did not help are gone
 ])
-def test_score_free_bad_flags(args, message):
-    r = run_script('score_free.py', *args)
-    assert r.returncode == 2 and message in r.stderr
+def test_score_free_bad_flags(args, message, capsys):
+    code, err = refused(score_free.main, args, capsys)
+    assert code == 2 and message in err, err
 
 
 def test_score_free_missing_dataset_or_teacher(tiny_teacher, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 import common
 import scratch_init
-from conftest import run_script
+from conftest import refused, run_script
 
 
 def perturbed_teacher(label_dim=0):
@@ -111,8 +111,8 @@ def test_study_with_diff_instruct(tiny_teacher, tiny_detector, tmp_path):
     assert not torch.equal(G_teacher['model.enc.32x32_conv.weight'], G_random['model.enc.32x32_conv.weight'])
 
 
-def test_bad_arms_and_flags_are_clear_errors():
-    r = run_script('scratch_init.py', '--arms', 'teacher,lucky')
-    assert r.returncode == 2 and "unknown ['lucky']" in r.stderr
-    r = run_script('scratch_init.py', '--resume', 'auto')
-    assert r.returncode == 2 and '--resume is not supported' in r.stderr
+def test_bad_arms_and_flags_are_clear_errors(capsys):
+    code, err = refused(scratch_init.main, ['--arms', 'teacher,lucky'], capsys)
+    assert code == 2 and "unknown ['lucky']" in err, err
+    code, err = refused(scratch_init.main, ['--resume', 'auto'], capsys)
+    assert code == 2 and '--resume is not supported' in err, err

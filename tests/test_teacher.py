@@ -10,7 +10,7 @@ import torch
 
 import common
 import teacher
-from conftest import ROOT, run_script
+from conftest import ROOT, refused, run_script
 
 TINY = ['--preset', 'tiny', '--batch', '8', '--tick-kimg', '0.008', '--grid', '4', '--steps', '3', '--device', 'cpu',
         '--fid-ref', 'none']
@@ -86,9 +86,9 @@ def test_teacher_sample_writes_images(image_folder, tmp_path):
     (['--batch', '0'], 'must be positive'),
     (['--sample', '4'], '--sample N (N at least 1) needs --ckpt'),
 ])
-def test_teacher_bad_flags_are_clear_errors(args, message):
-    r = run_script('teacher.py', *args)
-    assert r.returncode == 2 and message in r.stderr
+def test_teacher_bad_flags_are_clear_errors(args, message, capsys):
+    code, err = refused(teacher.main, args, capsys)
+    assert code == 2 and message in err, err
 
 
 def test_teacher_missing_dataset_is_a_clear_error(tmp_path):
