@@ -402,8 +402,8 @@ def train(args, rank, world, device, init_generator=None):
     common.preflight([lambda: common.dataset_source(args.dataset, args.data_dir, allow),
                       lambda: edm_import.teacher_checkpoint(args.teacher, allow), *fid.preflight(args, allow)])
     ckpt = common.load_resume(args, 'generator', 'score_free', ['dataset', 'teacher', 'cond', 'divergence', 'weight',
-                                                                'gen_sigma_max', 'sigma_init', 'batch', 'cls_steps', 'cls_init',
-                                                                'cls_warmup', 'seed'])
+                                                                'gen_sigma_max', 'sigma_init', 'batch', 'cls_steps',
+                                                                'cls_init', 'cls_warmup', 'seed'])
     torch.manual_seed(args.seed * world + rank)
     amp = common.Precision(device, args.precision)
     batch = args.batch // world
