@@ -657,7 +657,8 @@ def optimizer_step(optimizer, params, scaler=None):
 
 
 def ema_beta(cur_nimg, batch_size, halflife_kimg=500, rampup_ratio=0.05):
-    """EDM's EMA decay per step: half-life in images, capped to rampup_ratio × images seen so far."""
+    """EDM's EMA decay per step: half-life in images, capped to rampup_ratio × the images seen before this batch
+    (EDM counts the batch after the update, so the first step copies the net: beta = 0)."""
     halflife_nimg = halflife_kimg * 1000
     if rampup_ratio:
         halflife_nimg = min(halflife_nimg, cur_nimg * rampup_ratio)

@@ -64,8 +64,12 @@ def parse_args(argv=None):
 
 def fake_score_loss(fake, x0, labels=None, augment_pipe=None):
     """EDM's denoising loss of the fake score network on (stop-gradient) generator samples, per image; with an
-    augment pipe the samples are augmented and the network is told how (as EDM trains the teacher)."""
-    x0, augment_labels = augment_pipe(x0.detach()) if augment_pipe else (x0.detach(), None)
+    augment pipe the samples are augmented and the network is told how (as EDM trains the teacher), in float32
+    whatever the autocast around it, as EDM augments (its resampling in bf16 would move pixels by up to 0.4)."""
+    x0, augment_labels = x0.detach().float(), None
+    if augment_pipe:
+        with torch.autocast(x0.device.type, enabled=False):
+            x0, augment_labels = augment_pipe(x0)
     return common.edm_loss(fake, x0, labels, augment_labels=augment_labels)
 
 
@@ -231,8 +235,8 @@ def train(args, rank, world, device, init_generator=None):
     tick, tick_nimg, tick_time, tick_losses = 0, cur_nimg, time.time(), []
     while True:
         tick_losses.append(torch.stack(iteration(nets, amp, batch, args, pipe)))
-        cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
+        cur_nimg += args.batch
         done = cur_nimg >= round(args.total_kimg * 1000)  # whole images: x·1000 is not exact in floats
         if not done and cur_nimg < tick_nimg + round(args.tick_kimg * 1000):
             continue

@@ -462,8 +462,8 @@ def train(args, rank, world, device, init_generator=None):
     tick, tick_nimg, tick_time, tick_stats = 0, cur_nimg, time.time(), []
     while True:
         tick_stats.append(iteration(nets, amp, reals, batch, args))
-        cur_nimg += args.batch
         common.ema_update(G_ema, G, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
+        cur_nimg += args.batch
         done = cur_nimg >= round(args.total_kimg * 1000)  # whole images: x·1000 is not exact in floats
         if not done and cur_nimg < tick_nimg + round(args.tick_kimg * 1000):
             continue

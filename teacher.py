@@ -190,8 +190,8 @@ def train(args, rank, world, device):
         x, labels = next(sampler)
         lr_ramp(opt, args.lr, cur_nimg, args.lr_rampup_kimg)
         tick_losses.append(training_step(model, opt, amp, x, labels, pipe).mean())
-        cur_nimg += args.batch
         common.ema_update(ema, net, common.ema_beta(cur_nimg, args.batch, args.ema_halflife_kimg))
+        cur_nimg += args.batch
         done = cur_nimg >= round(args.total_kimg * 1000)  # whole images: x·1000 is not exact in floats
         if not done and cur_nimg < tick_nimg + round(args.tick_kimg * 1000):
             continue

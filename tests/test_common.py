@@ -187,6 +187,21 @@ def test_ema_beta_follows_edm_halflife_and_rampup():
     assert common.ema_beta(10240, 512, 500, None) == pytest.approx(0.5 ** (512 / 500_000))
 
 
+@pytest.mark.parametrize('script', ['teacher', 'diff_instruct', 'score_free'])
+def test_trainers_compute_the_ema_decay_before_counting_the_batch(script, tiny_teacher, tmp_path, monkeypatch):
+    """EDM's (and Diff-Instruct's) loop: the decay of step k uses the images seen before it, so step 1 copies."""
+    import importlib
+    data, teacher = tiny_teacher
+    seen = []
+    ema_beta = common.ema_beta
+    monkeypatch.setattr(common, 'ema_beta', lambda cur_nimg, *a: seen.append(cur_nimg) or ema_beta(cur_nimg, *a))
+    argv = ['--dataset', data, '--batch', '4', '--total-kimg', '0.008', '--tick-kimg', '0.008', '--grid', '4',
+            '--device', 'cpu', '--fid-ref', 'none', '--outdir', str(tmp_path)]
+    argv += ['--preset', 'tiny', '--steps', '2'] if script == 'teacher' else ['--teacher', teacher]
+    importlib.import_module(script).main(argv + (['--cls-warmup', '0'] if script == 'score_free' else []))
+    assert seen == [0, 4]
+
+
 def test_ema_update_is_lerp_towards_net():
     a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     old = [p.detach().clone() for p in a.parameters()]

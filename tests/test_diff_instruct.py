@@ -87,6 +87,23 @@ def test_fake_score_step_decreases_its_loss_on_a_fixed_batch():
     assert after.item() < before.item()
 
 
+def test_fake_score_loss_augments_in_float32_under_bf16_autocast():
+    """EDM augments in float32: under a bf16 autocast (the trainer's default on CUDA) the fake score must see the
+    same augmented, noised images as without it."""
+    seen = []
+
+    def fake(x, sigma, labels, augment_labels):  # records what EDM's loss hands the network
+        seen.append((x, augment_labels))
+        return x.float()
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    for autocast in (False, True):
+        torch.manual_seed(0)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            diff_instruct.fake_score_loss(fake, x0, augment_pipe=common.AugmentPipe(1.0))
+    (x32, labels32), (x16, labels16) = seen
+    assert x16.dtype == torch.float32 and torch.equal(x16, x32) and torch.equal(labels16, labels32)
+
+
 def test_same_randomness_gives_teacher_and_fake_identical_dropout():
     torch.manual_seed(0)
     net = common.build_net('tiny', 32, 3, 0, 0.5).train()
