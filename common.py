@@ -207,9 +207,18 @@ class SongUNet(UNet):
     """EDM's DDPM++ U-Net (its CIFAR-10 network). Module names match EDM's, so official state_dicts load as they
     are."""
 
-    def __init__(self, img_resolution=32, in_channels=3, out_channels=3, label_dim=0, augment_dim=0,
-                 model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4,
-                 attn_resolutions=(16,), dropout=0.10):
+    def __init__(self,
+                 img_resolution=32,         # input and output size in pixels
+                 in_channels=3,             # colour channels in
+                 out_channels=3,            # colour channels out
+                 label_dim=0,               # classes; 0 = unconditional
+                 augment_dim=0,             # augment labels (9 with EDM's AugmentPipe); 0 = none
+                 model_channels=128,        # channels at the base level
+                 channel_mult=(2, 2, 2),    # channels per level, × model_channels (EDM, CIFAR-10)
+                 channel_mult_emb=4,        # embedding width, × model_channels
+                 num_blocks=4,              # residual blocks per level
+                 attn_resolutions=(16,),    # self-attention at these resolutions
+                 dropout=0.10):             # in every residual block (EDM trains CIFAR-10 at 0.13)
         super().__init__()
         emb_channels, noise_channels = model_channels * channel_mult_emb, model_channels
         block = dict(emb_channels=emb_channels, dropout=dropout)
@@ -281,9 +290,18 @@ class DhariwalUNet(UNet):
     unswapped, class labels added after the mapping layers, blocks that scale and shift by the embedding, skip
     scale 1, GroupNorm eps 1e-5, one attention head per 64 channels, un-projected resampling skips."""
 
-    def __init__(self, img_resolution=64, in_channels=3, out_channels=3, label_dim=0, augment_dim=0,
-                 model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_emb=4, num_blocks=3,
-                 attn_resolutions=(32, 16, 8), dropout=0.10):
+    def __init__(self,
+                 img_resolution=64,             # input and output size in pixels
+                 in_channels=3,                 # colour channels in
+                 out_channels=3,                # colour channels out
+                 label_dim=0,                   # classes; 0 = unconditional (EDM's ImageNet-64: 1000)
+                 augment_dim=0,                 # augment labels; 0 = none
+                 model_channels=192,            # channels at the base level
+                 channel_mult=(1, 2, 3, 4),     # channels per level, × model_channels
+                 channel_mult_emb=4,            # embedding width, × model_channels
+                 num_blocks=3,                  # residual blocks per level
+                 attn_resolutions=(32, 16, 8),  # self-attention at these resolutions
+                 dropout=0.10):                 # in every residual block
         super().__init__()
         emb_channels = model_channels * channel_mult_emb
         init = dict(init_mode='kaiming_uniform', init_weight=math.sqrt(1 / 3), init_bias=math.sqrt(1 / 3))
@@ -354,7 +372,13 @@ class EDMPrecond(nn.Module):
     """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise) with EDM's four coefficients (σ_data = 0.5).
     `self.config` holds the constructor arguments: it is saved in every checkpoint to rebuild the net."""
 
-    def __init__(self, img_resolution=32, img_channels=3, label_dim=0, sigma_data=0.5, arch='ddpmpp', **unet_kwargs):
+    def __init__(self,
+                 img_resolution=32,  # input and output size in pixels
+                 img_channels=3,     # colour channels
+                 label_dim=0,        # classes; 0 = unconditional
+                 sigma_data=0.5,     # the data's expected standard deviation (EDM)
+                 arch='ddpmpp',      # ddpmpp (SongUNet, EDM's CIFAR-10) | adm (DhariwalUNet, EDM's ImageNet-64)
+                 **unet_kwargs):     # the U-Net's own arguments
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f'unknown network architecture {arch!r}; choose one of {sorted(ARCHS)}')
@@ -414,10 +438,6 @@ def build_net(preset, img_resolution, img_channels, label_dim, dropout, augment_
                       dropout=dropout, **config)
 
 
-def net_from_config(config):
-    return EDMPrecond(**config)
-
-
 # ------------------------------------------------------------------------------------------------------
 # 2. EDM loss, Heun sampler, latents, one-step generator
 # ------------------------------------------------------------------------------------------------------
@@ -432,9 +452,10 @@ def edm_weight(sigma, sigma_data=0.5):
     return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
 
 
-def edm_loss(net, images, class_labels=None, P_mean=-1.2, P_std=1.2, sigma_data=0.5, augment_labels=None):
-    """EDM's denoising loss λ(σ)·‖D(x₀ + σε; σ) − x₀‖², summed over pixels: one value per image."""
-    sigma = edm_sigma(images.shape[0], images.device, P_mean, P_std)
+def edm_loss(net, images, class_labels=None, P_mean=-1.2, P_std=1.2, sigma_data=0.5, augment_labels=None, sigma=None):
+    """EDM's denoising loss λ(σ)·‖D(x₀ + σε; σ) − x₀‖², summed over pixels: one value per image. σ: one per image
+    ([batch, 1, 1, 1]), by default drawn from EDM's log-normal."""
+    sigma = edm_sigma(images.shape[0], images.device, P_mean, P_std) if sigma is None else sigma
     noisy = images + torch.randn_like(images) * sigma
     D = net(noisy, sigma, class_labels, augment_labels)
     return (edm_weight(sigma, sigma_data) * (D - images) ** 2).flatten(1).sum(1)
@@ -449,38 +470,37 @@ def edm_sigma_steps(num_steps=18, sigma_min=0.002, sigma_max=80.0, rho=7.0, devi
 
 # EDM's stochastic sampling of ImageNet-64 (Algorithm 2, its Table 5), with --steps 256 as EDM evaluates it.
 STOCHASTIC = dict(S_churn=40, S_min=0.05, S_max=50, S_noise=1.003)
+SAMPLER_STEPS = {'heun': 18, 'stochastic': 256}  # EDM's evaluations: CIFAR-10 (Heun), ImageNet-64 (S_churn 40)
 
 
 @torch.no_grad()
-def edm_sampler(denoise, latents, class_labels=None, num_steps=18, sigma_min=0.002, sigma_max=80, rho=7,
+def edm_sampler(net, latents, class_labels=None, num_steps=18, sigma_min=0.002, sigma_max=80, rho=7,
                 S_churn=0, S_min=0, S_max=float('inf'), S_noise=1, randn_like=torch.randn_like):
-    """EDM's sampler in float64, 2·num_steps − 1 calls of denoise(x, sigma, class_labels) -> D(x; σ): Heun's
-    method on the probability-flow ODE (Algorithm 1) when S_churn = 0; otherwise each step with S_min ≤ σ ≤ S_max
-    first raises σ by the factor 1 + γ, γ = min(S_churn/num_steps, √2 − 1), with fresh noise from randn_like
-    (Algorithm 2). latents ~ N(0, I) are scaled by σ_max."""
+    """EDM's sampler in float64 with 2·num_steps − 1 calls of net(x, σ, class_labels) = D(x; σ): Heun's method on
+    the probability-flow ODE (Algorithm 1) when S_churn = 0; otherwise each step with S_min ≤ σ ≤ S_max first
+    raises σ by the factor 1 + γ, γ = min(S_churn/num_steps, √2 − 1), with fresh noise from randn_like (Algorithm
+    2). latents ~ N(0, I) are scaled by σ_max."""
     t_steps = edm_sigma_steps(num_steps, sigma_min, sigma_max, rho, latents.device)
     x_next = latents.to(torch.float64) * t_steps[0]
-    for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+    for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):  # 0, ..., N-1
         x_cur = x_next
+
+        # Increase noise temporarily (no draw when γ = 0: Heun's method is deterministic).
         gamma = min(S_churn / num_steps, math.sqrt(2) - 1) if S_churn and S_min <= t_cur <= S_max else 0
-        if gamma:  # churn: x at σ = t_cur becomes x at t_hat = (1 + γ)·t_cur
-            t_hat = t_cur * (1 + gamma)
-            x_cur = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * S_noise * randn_like(x_cur)
-            t_cur = t_hat
-        d_cur = (x_cur - denoise(x_cur, t_cur, class_labels).to(torch.float64)) / t_cur   # Euler step
-        x_next = x_cur + (t_next - t_cur) * d_cur
-        if i < num_steps - 1:                                                              # 2nd-order fix
-            d_prime = (x_next - denoise(x_next, t_next, class_labels).to(torch.float64)) / t_next
-            x_next = x_cur + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
+        t_hat = t_cur + gamma * t_cur
+        x_hat = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * S_noise * randn_like(x_cur) if gamma else x_cur
+
+        # Euler step.
+        denoised = net(x_hat, t_hat, class_labels).to(torch.float64)
+        d_cur = (x_hat - denoised) / t_hat
+        x_next = x_hat + (t_next - t_hat) * d_cur
+
+        # Apply 2nd order correction.
+        if i < num_steps - 1:
+            denoised = net(x_next, t_next, class_labels).to(torch.float64)
+            d_prime = (x_next - denoised) / t_next
+            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next
-
-
-def net_denoiser(net):
-    """Adapt an EDMPrecond to the sampler's denoise(x, σ, labels): float32 in, float64 out."""
-    def denoise(x, sigma, class_labels):
-        sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).expand(x.shape[0])
-        return net(x.to(torch.float32), sigma, class_labels).to(torch.float64)
-    return denoise
 
 
 def diffusion_sampler(net, device, steps=18, stochastic=False):
@@ -492,7 +512,7 @@ def diffusion_sampler(net, device, steps=18, stochastic=False):
         z = seeded_latents(seeds, shape, device)
         labels = seeded_labels(seeds, net.label_dim, device) if labels is None else labels
         churn = dict(STOCHASTIC, randn_like=seeded_randn_like(seeds)) if stochastic else {}
-        return to_uint8(edm_sampler(net_denoiser(net), z, labels, num_steps=steps, **churn))
+        return to_uint8(edm_sampler(net, z, labels, num_steps=steps, **churn))
     return sample
 
 
@@ -522,11 +542,6 @@ def grid_labels(n, label_dim, device):
         return None
     cols = int(math.ceil(math.sqrt(n)))
     return F.one_hot(torch.arange(n) // cols % label_dim, label_dim).float().to(device)
-
-
-def random_labels(batch, num_classes, device):
-    return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
-                                                  num_classes).float()
 
 
 def generate_one_step(G, z, sigma_init, class_labels=None):
@@ -610,8 +625,11 @@ class Precision:
         self.scaler.scale(loss).backward()
 
     def step(self, optimizer):
-        """EDM's safety net first (NaN/Inf gradients become 0/±1e5), after the fp16 scaler has unscaled them."""
-        optimizer_step(optimizer, [p for g in optimizer.param_groups for p in g['params']], self.scaler)
+        """EDM's safety net, after the fp16 scaler has unscaled the gradients (the scaler is a no-op otherwise)."""
+        self.scaler.unscale_(optimizer)
+        nan_to_num_grads(p for group in optimizer.param_groups for p in group['params'])
+        self.scaler.step(optimizer)
+        self.scaler.update()
 
 
 @contextlib.contextmanager
@@ -632,28 +650,11 @@ def make_adam(params, lr, betas, eps=1e-8, device=None):
 
 
 @torch.no_grad()
-def nan_to_num_grads(params, posinf=1e5):
-    """Every gradient's NaN → 0 and ±Inf → ±posinf, as EDM's per-parameter torch.nan_to_num, in a few kernels per
-    dtype instead of one per tensor: concatenate, fix, copy back (torch has no foreach form)."""
-    groups = {}
-    for p in params:
-        if p.grad is not None:
-            groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
-    for grads in groups.values():
-        flat = torch.cat([g.reshape(-1) for g in grads]).nan_to_num_(nan=0, posinf=posinf, neginf=-posinf)
-        torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
-
-
-def optimizer_step(optimizer, params, scaler=None):
-    """EDM's safety net: NaN/Inf gradients become 0/±1e5 before the step. With fp16 the scaler unscales first."""
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    nan_to_num_grads(params)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+def nan_to_num_grads(params):
+    """EDM's safety net before every optimizer step: NaN gradients become 0 and ±Inf ±1e5, in place."""
+    for param in params:
+        if param.grad is not None:
+            torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
 
 
 def ema_beta(cur_nimg, batch_size, halflife_kimg=500, rampup_ratio=0.05):

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import common
@@ -98,6 +99,12 @@ def generator_loss(teacher, fake, x0, sigma, noise, labels=None):
     return ((D_q - D_p).to(x0.dtype) * x0).flatten(1).sum(1)
 
 
+def random_labels(batch, num_classes, device):
+    """One-hot labels of uniformly random classes (None when unconditional): what G makes and the fake score sees."""
+    return None if not num_classes else F.one_hot(torch.randint(num_classes, (batch,), device=device),
+                                                  num_classes).float()
+
+
 def resolve_augment(augment, teacher):
     """--augment: as officially, 0.12 for teachers trained with EDM's augmentation (they read augment labels)."""
     if augment is None:
@@ -155,7 +162,7 @@ def iteration(nets, amp, batch, args, augment_pipe=None):
     device = next(G.parameters()).device
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     for _ in range(args.fake_steps):
-        labels = common.random_labels(batch, label_dim, device)
+        labels = random_labels(batch, label_dim, device)
         with torch.no_grad(), amp.autocast():
             G.eval()
             x0 = common.generate_one_step(nets.G_sample, torch.randn(shape, device=device), args.sigma_init, labels)
@@ -167,7 +174,7 @@ def iteration(nets, amp, batch, args, augment_pipe=None):
         amp.backward(loss_fake)
         amp.step(nets.opt_fake)
 
-    labels = common.random_labels(batch, label_dim, device)
+    labels = random_labels(batch, label_dim, device)
     nets.teacher.train()  # dropout on in both denoisers, with shared masks
     with amp.autocast():
         x0 = common.generate_one_step(nets.G_train, torch.randn(shape, device=device), args.sigma_init, labels)

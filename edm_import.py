@@ -28,8 +28,6 @@ EDM_URL = 'https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/'
 SHORT_NAMES = {
     'edm-cifar10-uncond': 'edm-cifar10-32x32-uncond-vp.pkl',
     'edm-cifar10-cond': 'edm-cifar10-32x32-cond-vp.pkl',
-    'edm-cifar10-uncond-ve': 'edm-cifar10-32x32-uncond-ve.pkl',
-    'edm-cifar10-cond-ve': 'edm-cifar10-32x32-cond-ve.pkl',
     'edm-imagenet64-cond': 'edm-imagenet-64x64-cond-adm.pkl',
 }
 CACHE_DIR = os.path.join(common.CACHE_ROOT, 'edm')
@@ -283,12 +281,15 @@ def resolve_source(source, allow_download=True):
     """A short name, URL or path -> a local .pkl path (downloads go to a cache, once per machine)."""
     if os.path.isfile(source):
         return source
+    if os.path.basename(source).removesuffix('.pkl').endswith('-ve'):  # by name: before a download it would refuse
+        raise ValueError(f'{source!r}: EDM\'s VE networks are NCSN++ (Fourier embedding), which this project does not '
+                         f'implement; use a VP network: edm-cifar10-uncond or edm-cifar10-cond')
     if source in SHORT_NAMES:
         url = EDM_URL + SHORT_NAMES[source]
     elif source.startswith(('http://', 'https://')):
         url = source
     else:
-        raise FileNotFoundError(f'{source!r}: no such file, and not a URL or a known name ({", ".join(SHORT_NAMES)})')
+        raise FileNotFoundError(f'{source!r}: no such file, not a URL and not a known name ({", ".join(SHORT_NAMES)})')
     path = os.path.join(CACHE_DIR, os.path.basename(url))
     return common.fetch(url, path, f'the EDM network {source!r}', f'pass the downloaded .pkl itself (--teacher '
                         f'path/to/{os.path.basename(url)}), or put it at {path}', allow_download)
@@ -299,10 +300,11 @@ def import_edm(source, allow_download=True):
     path = resolve_source(source, allow_download)
     kwargs, state, tree = read_edm_pickle(path)
     with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's RNG alone
-        net = common.net_from_config(edm_config(kwargs))
+        net = common.EDMPrecond(**edm_config(kwargs))
     common.load_net_state(net, state, path)  # every name and shape must match; nothing may be left over
     check_attributes(tree, net)
-    return net, {'source': source, 'path': os.path.abspath(path), 'sha256': common.file_digest(path, 'sha256')}
+    return net, {'source': source, 'path': os.path.abspath(path), 'sha256': common.file_digest(path, 'sha256'),
+                 'use_fp16': bool(tree.state.get('use_fp16'))}  # EDM samples it in fp16 on CUDA (fid.resolve_precision)
 
 
 def import_to_checkpoint(source, out, allow_download=True):
@@ -334,10 +336,8 @@ def load_teacher(spec, device, allow_download=True):
     if not spec:
         raise FileNotFoundError('--teacher is required: a teacher.py checkpoint, an EDM .pkl or a short name '
                                 f'({", ".join(SHORT_NAMES)})')
-    if not os.path.exists(spec) and spec not in SHORT_NAMES and not spec.startswith(('http://', 'https://')):
-        raise FileNotFoundError(f'--teacher {spec!r}: no such file and not a known name ({", ".join(SHORT_NAMES)})')
     path = teacher_checkpoint(spec, allow_download)
     ckpt = common.load_checkpoint(path, 'teacher')
-    net = common.net_from_config(ckpt['net_config'])
+    net = common.EDMPrecond(**ckpt['net_config'])
     common.load_net_state(net, ckpt['ema'], path)
     return common.to_device(net, device).eval().requires_grad_(False), path

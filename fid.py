@@ -12,10 +12,9 @@
                     weights file, or NVIDIA's TorchScript inception-2015-12-05.pt)
 
 FID = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½) over the 2048-d pool3 features of the 2015-12-05 Inception-v3.
-At 32×32 the resize decides the number: `tf` mode (default) resizes like TF1's resize_bilinear
-(align_corners=False, source index i·in/out) and scales by (x − 128)/128, which is what TTUR, EDM and
-StyleGAN2-ADA report; `pytorch-fid` mode uses torch's half-pixel bilinear resize and x/255·2 − 1 (about
-10 FID points apart at 32×32). Statistics record their mode and refuse to be compared across modes.
+At 32×32 the resize decides the number: images are resized like TF1's resize_bilinear (align_corners=False,
+source index i·in/out) and scaled by (x − 128)/128, which is what TTUR, EDM and StyleGAN2-ADA report.
+Statistics record this pipeline as mode 'tf'; a file that names another is refused.
 """
 import argparse
 import contextlib
@@ -45,7 +44,6 @@ PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fi
                    'pt_inception-2015-12-05-6726825d.pth')
 PYTORCH_FID_SHA256_PREFIX = '6726825d'  # torch.hub's convention: the file name carries its sha256 prefix
 CACHE_DIR = os.path.join(common.CACHE_ROOT, 'fid')
-MODES = ('tf', 'pytorch-fid')
 
 # ------------------------------------------------------------------------------------------------------
 # Inception-v3, FID variant (pytorch-fid / torchvision parameter names)
@@ -322,23 +320,18 @@ def tf_resize_matrix(n_in, n_out):
     return torch.from_numpy(m)
 
 
-def preprocess(images, mode='tf', size=299):
-    """uint8 [N, C, H, W] (C = 1 or 3) -> float32 [N, 3, size, size] in [−1, 1], as the chosen pipeline does."""
+def preprocess(images, size=299):
+    """uint8 [N, C, H, W] (C = 1 or 3) -> float32 [N, 3, size, size] in [−1, 1], as the TF pipeline does."""
     if images.dtype != torch.uint8:
         raise TypeError(f'FID takes uint8 images (quantise samples first), got {images.dtype}')
     x = images.to(torch.float32)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
-    if mode == 'tf':
-        if x.shape[2:] != (size, size):
-            mh = tf_resize_matrix(x.shape[2], size).to(x.device)
-            mw = tf_resize_matrix(x.shape[3], size).to(x.device)
-            x = torch.einsum('ih,nchw,jw->ncij', mh, x, mw)
-        return (x - 128) / 128
-    if mode == 'pytorch-fid':
-        x = F.interpolate(x / 255, size=(size, size), mode='bilinear', align_corners=False)
-        return 2 * x - 1
-    raise ValueError(f'unknown FID mode {mode!r}; choose one of {MODES}')
+    if x.shape[2:] != (size, size):
+        mh = tf_resize_matrix(x.shape[2], size).to(x.device)
+        mw = tf_resize_matrix(x.shape[3], size).to(x.device)
+        x = torch.einsum('ih,nchw,jw->ncij', mh, x, mw)
+    return (x - 128) / 128
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -377,16 +370,16 @@ class FeatureStats:
         return mu.cpu().numpy(), ((self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)).cpu().numpy()
 
 
-def save_stats(path, mu, sigma, mode, count):
+def save_stats(path, mu, sigma, count):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + '.tmp.npz'
-    np.savez(tmp, mu=mu, sigma=sigma, mode=np.array(mode), count=np.array(count))
+    np.savez(tmp, mu=mu, sigma=sigma, mode=np.array('tf'), count=np.array(count))  # the pipeline, for other readers
     os.replace(tmp, path)
 
 
 def load_stats(path):
-    """mu, sigma, mode, count from our .npz, or from EDM / pytorch-fid .npz files (mode assumed 'tf' for EDM-
-    style files without a mode field: say otherwise by naming the file *pytorch-fid*)."""
+    """mu, sigma, count from our .npz, or from EDM / pytorch-fid .npz files (mu and sigma only: TF statistics, as
+    EDM's and TTUR's are); a file whose mode names another pipeline is refused."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'FID reference statistics {path!r} not found; make them with: python fid.py ref '
                                 f'--dataset cifar10 --out {path}')
@@ -394,12 +387,16 @@ def load_stats(path):
         with np.load(path) as d:
             if 'mu' not in d or 'sigma' not in d:
                 raise ValueError('no "mu" and "sigma" arrays')
-            mode = str(d['mode']) if 'mode' in d else ('pytorch-fid' if 'pytorch-fid' in os.path.basename(path) else 'tf')
+            mode = str(d['mode']) if 'mode' in d else 'tf'
             count = int(d['count']) if 'count' in d else -1
-            return d['mu'].astype(np.float64), d['sigma'].astype(np.float64), mode, count
+            mu, sigma = d['mu'].astype(np.float64), d['sigma'].astype(np.float64)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError, pickle.UnpicklingError) as e:
         raise ValueError(f'{path!r} is not FID statistics (expected an .npz with "mu" and "sigma", as fid.py ref '
                          f'writes; {e})') from None
+    if mode != 'tf':
+        raise ValueError(f'{path!r} holds statistics of another FID pipeline (mode {mode!r}); fid.py computes the '
+                         f'TF / EDM one only: remake them with python fid.py ref')
+    return mu, sigma, count
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
@@ -450,23 +447,23 @@ CPU_CHUNK = 16
 
 
 @torch.no_grad()
-def features(detector, images, mode='tf', device='cpu'):
+def features(detector, images, device='cpu'):
     """uint8 images -> float32 features on `device`: no autocast and no TF32 whatever the caller runs in, so the
     features are the same in the training loop as in `fid.py calc`."""
     chunk = CPU_CHUNK if torch.device(device).type == 'cpu' else len(images)
     with common.full_precision(torch.device(device).type):
-        out = [detector(preprocess(part.to(device), mode).contiguous(memory_format=torch.channels_last))
+        out = [detector(preprocess(part.to(device)).contiguous(memory_format=torch.channels_last))
                for part in images.split(max(chunk, 1))]
         return torch.cat(out).float()
 
 
-def stats_from_batches(batches, detector, mode, device, rank=0, total=None, what='fid'):
+def stats_from_batches(batches, detector, device, rank=0, total=None, what='fid'):
     """Stream an iterable of uint8 batches through the detector into FeatureStats (summed over ranks). With total
     (this process's images), a progress line with the time left at least every 10 s."""
     stats, t0 = None, time.time()
     progress = common.Progress(what, total, rank=rank) if total else None
     for images in batches:
-        f = features(detector, images, mode, device)
+        f = features(detector, images, device)
         stats = stats or FeatureStats(f.shape[1], f.device)
         stats.update(f)
         if progress:
@@ -482,17 +479,14 @@ def stats_from_batches(batches, detector, mode, device, rank=0, total=None, what
     return stats
 
 
-def load_ref(ref_path, mode):
-    """mu, sigma of reference statistics made by the same pipeline (mode); checked before any sampling, too."""
-    mu_r, sigma_r, ref_mode, _ = load_stats(ref_path)
-    if ref_mode != mode:
-        raise ValueError(f'reference statistics {ref_path!r} were made with mode {ref_mode!r}, these with {mode!r}: '
-                         f'FIDs across pipelines differ by ~10 points; remake one of them')
+def load_ref(ref_path):
+    """mu, sigma of reference statistics; checked before any sampling, too."""
+    mu_r, sigma_r, _ = load_stats(ref_path)
     return mu_r, sigma_r
 
 
-def fid_from_stats(stats, ref_path, mode):
-    mu_r, sigma_r = load_ref(ref_path, mode)
+def fid_from_stats(stats, ref_path):
+    mu_r, sigma_r = load_ref(ref_path)
     mu, sigma = stats.mean_cov()
     return frechet_distance(mu, sigma, mu_r, sigma_r)
 
@@ -507,10 +501,10 @@ def preflight(args, allow_download=True):
     if args.fid_ref in ('none', SAVE_SAMPLES):
         return []
     checks = [lambda: inception_file(args.inception, allow_download)]
-    return checks + ([lambda: load_ref(args.fid_ref, 'tf')] if args.fid_ref != 'auto' else [])
+    return checks + ([lambda: load_ref(args.fid_ref)] if args.fid_ref != 'auto' else [])
 
 
-def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode='tf'):
+def reference_stats(spec, data, device, inception=None, rank=0, batch=250):
     """--fid-ref for the training scripts: 'none' -> None (no FID in the loop); 'samples' -> save the samples of
     every FID point instead (fid_point); a path -> that file; 'auto' ->
     statistics of the whole training set `data`, computed once (split over DDP ranks) and cached under a hash
@@ -520,20 +514,20 @@ def reference_stats(spec, data, device, inception=None, rank=0, batch=250, mode=
     if spec == SAVE_SAMPLES:
         return spec
     if spec != 'auto':
-        load_ref(spec, mode)  # fail now, not after hours of training
+        load_ref(spec)  # fail now, not after hours of training
         return spec
     tag = hashlib.sha256(data.images.numpy().tobytes()).hexdigest()[:12]
-    path = os.path.join(CACHE_DIR, f'ref-{data.name}-{tag}-{mode}.npz')
+    path = os.path.join(CACHE_DIR, f'ref-{data.name}-{tag}-tf.npz')
     if not os.path.isfile(path):
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         common.print0(f'fid: reference statistics of the {len(data)} images of {data.name}, once (cached in '
                       f'{CACHE_DIR}); --fid-ref none runs without FID', rank=rank)
         images = data.images[rank::world]
-        stats = stats_from_batches(image_batches(images, batch), get_detector(inception, device), mode, device, rank,
+        stats = stats_from_batches(image_batches(images, batch), get_detector(inception, device), device, rank,
                                    len(images), 'fid reference')
         if rank == 0:
             mu, sigma = stats.mean_cov()
-            save_stats(path, mu, sigma, mode, stats.n)
+            save_stats(path, mu, sigma, stats.n)
             print(f'fid: wrote reference statistics of {data.name} ({stats.n} images) to {path}', file=sys.stderr)
         if world > 1:
             torch.distributed.barrier()
@@ -577,14 +571,14 @@ def fid_point(sample_fn, args, ref, device, rank, world, kimg):
                                                                  args.inception, rank, world)}
 
 
-def fid_in_loop(sample_fn, num, ref_path, device, inception=None, rank=0, world=1, batch=250, mode='tf'):
+def fid_in_loop(sample_fn, num, ref_path, device, inception=None, rank=0, world=1, batch=250):
     """FID of num images made by sample_fn(seeds) -> uint8 [B, C, H, W]; each rank makes seeds rank::world.
     Returns the FID on every rank (the statistics are all-reduced)."""
     detector = get_detector(inception, device)
     seeds = list(range(rank, num, world))
     batches = (sample_fn(seeds[i:i + batch]) for i in range(0, len(seeds), batch))
-    stats = stats_from_batches(batches, detector, mode, device, rank, len(seeds), f'fid ({metric_name(num)})')
-    return fid_from_stats(stats, ref_path, mode)
+    stats = stats_from_batches(batches, detector, device, rank, len(seeds), f'fid ({metric_name(num)})')
+    return fid_from_stats(stats, ref_path)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -596,19 +590,29 @@ def image_batches(images, batch):
         yield images[i:i + batch]
 
 
-def checkpoint_sampler(path, device, steps=18, precision='fp32', compile=False, stochastic=False, sampler_flags=()):
+def resolve_precision(precision, ckpt, device):
+    """--sample-precision auto: what EDM's generate.py runs (EDMPrecond.forward): fp16 for a network pickled with
+    use_fp16 (its ImageNet-64 ADM) on CUDA, else fp32 (its CIFAR-10 networks, every CPU run, our own checkpoints)."""
+    if precision != 'auto':
+        return precision
+    use_fp16 = ckpt['config'].get('imported_from', {}).get('use_fp16', False)
+    return 'fp16' if use_fp16 and device.type == 'cuda' else 'fp32'
+
+
+def checkpoint_sampler(path, device, steps=18, precision='auto', compile=False, stochastic=False, sampler_flags=()):
     """sample_fn(seeds) for a checkpoint: a teacher (EDM's sampler: Heun, or stochastic; EMA weights) or a one-step
-    generator (EMA). precision: fp32 (PyTorch's defaults, as EDM's generate.py: on a GPU convolutions may use TF32)
-    or bf16 / fp16 autocast around the network (the sampler's own arithmetic stays float64 / float32); the features
-    never change. compile: torch.compile the generating network (σ is a tensor input: one graph for every step).
-    sampler_flags: the teacher-sampler flags the user gave, refused for a one-step generator (it has no steps)."""
+    generator (EMA). precision: auto (resolve_precision), fp32 (PyTorch's defaults: on a GPU convolutions may use
+    TF32) or bf16 / fp16 autocast around the network (the sampler's own arithmetic stays float64 / float32); the
+    features never change. compile: torch.compile the generating network (σ is a tensor input: one graph for
+    every step). sampler_flags: the teacher-sampler flags the user gave, refused for a one-step generator (it has
+    no steps)."""
     ckpt = common.load_checkpoint(path, ('teacher', 'generator'))
     if ckpt['kind'] == 'generator' and sampler_flags:
         raise ValueError(f'{", ".join(sampler_flags)}: no effect with a one-step generator checkpoint ({path})')
-    net = common.net_from_config(ckpt['net_config']).eval().requires_grad_(False)
+    net = common.EDMPrecond(**ckpt['net_config']).eval().requires_grad_(False)
     net.load_state_dict(ckpt['ema'])
     net = common.maybe_compile(common.to_device(net, device), compile)
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(resolve_precision(precision, ckpt, device))
     mixed = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext  # noqa: E731
     if ckpt['kind'] == 'generator':
         inner = common.one_step_sampler(net, ckpt['sigma_init'], device)
@@ -647,23 +651,25 @@ def main(argv=None):
         q.add_argument('--num', type=int, default=50000, help='images to generate (the standard: 50000)')
         q.add_argument('--first-seed', type=int, default=0, help='their seeds: first-seed .. first-seed + num - 1 '
                        '(another set of samples of the same generator: the metric\'s own noise)')
-        q.add_argument('--steps', type=int, default=18, help='sampler steps for teacher checkpoints (EDM, CIFAR-10; '
-                       'ImageNet-64: 256 with --sampler stochastic)')
+        q.add_argument('--steps', type=int, default=None, help='sampler steps for teacher checkpoints; default: 18 '
+                       'for heun (EDM, CIFAR-10), 256 for stochastic (EDM, ImageNet-64)')
         q.add_argument('--sampler', default='heun', choices=['heun', 'stochastic'], help='teacher checkpoints: EDM\'s '
                        'Heun sampler, or its stochastic one with the ImageNet-64 settings (common.STOCHASTIC)')
-        q.add_argument('--sample-precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
-                       help='the generating network\'s precision (fp32: EDM\'s generate.py; bf16 is meant for '
-                       'GPUs; results/NOTES.md, precision); the features are always exact fp32')
+        q.add_argument('--sample-precision', default='auto', choices=['auto', 'fp32', 'bf16', 'fp16'],
+                       help='the generating network\'s precision; auto: what EDM\'s generate.py runs (EDM): fp16 '
+                       'autocast for an imported pickle with use_fp16 (its ImageNet-64 ADM) on CUDA, else fp32; bf16 '
+                       'is meant for GPUs (results/NOTES.md, precision); the features are always exact fp32')
         q.add_argument('--compile', type=int, default=0, help='torch.compile the generating network (pays off for '
                        'Heun\'s 35 evaluations per image on a GPU)')
     for q in (ref, calc, sample):
         q.add_argument('--batch', type=int, default=250, help='images per forward pass')
         q.add_argument('--device', default='auto', help='auto | cuda | cpu')
     for q in (ref, calc):
-        q.add_argument('--mode', default='tf', choices=MODES, help='preprocessing pipeline (tf: TTUR, EDM)')
         q.add_argument('--inception', default=None, help='local weights file (offline); default: download')
     args = p.parse_args(argv)
     parser = {'ref': ref, 'calc': calc, 'sample': sample}[args.cmd]
+    if args.cmd != 'ref' and args.steps is None:
+        args.steps = common.SAMPLER_STEPS[args.sampler]
     if args.batch < 1 or getattr(args, 'num', 2) < 2 or getattr(args, 'steps', 2) < 2 or min(
             getattr(args, 'per_class', 0), getattr(args, 'first_seed', 0)) < 0:
         parser.error('--batch must be at least 1, --num and --steps at least 2, --per-class and --first-seed at least 0')
@@ -684,7 +690,7 @@ def main(argv=None):
             return
         allow = not getattr(args, 'no_download', False)
         common.preflight([lambda: inception_file(args.inception, allow)] +  # before any sampling or decoding
-                         ([lambda: load_ref(args.ref, args.mode)] if args.cmd == 'calc' else
+                         ([lambda: load_ref(args.ref)] if args.cmd == 'calc' else
                           [lambda: common.dataset_source(args.dataset, args.data_dir, allow)]))
         detector = get_detector(args.inception, device, allow)
         if args.cmd == 'ref':
@@ -695,10 +701,10 @@ def main(argv=None):
                     raise ValueError(f'--per-class needs class labels, and {data.name} has none')
                 keep = torch.cat([torch.nonzero(data.labels == c)[:args.per_class, 0] for c in range(data.num_classes)])
                 images = images[keep.sort().values]
-            stats = stats_from_batches(image_batches(images, args.batch), detector, args.mode, device,
-                                       total=len(images), what='fid reference')
-            save_stats(args.out, *stats.mean_cov(), args.mode, stats.n)
-            print(f'wrote {args.out}: {stats.n} images of {data.name}, mode {args.mode}')
+            stats = stats_from_batches(image_batches(images, args.batch), detector, device, total=len(images),
+                                       what='fid reference')
+            save_stats(args.out, *stats.mean_cov(), stats.n)
+            print(f'wrote {args.out}: {stats.n} images of {data.name}')
             return
         if args.images:
             images = common.load_image_folder(args.images).images
@@ -708,10 +714,10 @@ def main(argv=None):
                                         args.sampler == 'stochastic', sampler_flags)
             seeds, num = list(range(args.first_seed, args.first_seed + args.num)), args.num
             batches = (sample(seeds[i:i + args.batch]) for i in range(0, num, args.batch))
-        stats = stats_from_batches(batches, detector, args.mode, device, total=num, what=f'fid ({metric_name(num)})')
+        stats = stats_from_batches(batches, detector, device, total=num, what=f'fid ({metric_name(num)})')
         if args.save_stats:
-            save_stats(args.save_stats, *stats.mean_cov(), args.mode, stats.n)
-        value = fid_from_stats(stats, args.ref, args.mode)
+            save_stats(args.save_stats, *stats.mean_cov(), stats.n)
+        value = fid_from_stats(stats, args.ref)
         print(f'{metric_name(num)} {value:.4f}')
         return value
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:

@@ -167,7 +167,7 @@ class Classifier(nn.Module):
     def __init__(self, teacher_config):
         super().__init__()
         self.sigma_data, self.label_dim = teacher_config['sigma_data'], teacher_config['label_dim']
-        self.model = common.net_from_config(dict(teacher_config, dropout=0.0)).model  # the teacher's U-Net ...
+        self.model = common.EDMPrecond(**dict(teacher_config, dropout=0.0)).model  # the teacher's U-Net ...
         self.model.drop_decoder()  # ... its embedding and encoder only
         width = list(self.model.enc.values())[-1].out_channels
         self.head_norm = common.GroupNorm(width)
@@ -280,12 +280,12 @@ def verify_main(argv):
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device)
     try:
         ckpt = common.load_checkpoint(args.ckpt, 'generator')
-        G = common.net_from_config(ckpt['net_config']).eval().requires_grad_(False)
+        G = common.EDMPrecond(**ckpt['net_config']).eval().requires_grad_(False)
         G.load_state_dict(ckpt['ema'])
         sample = verified_sampler(common.to_device(G, device), load_classifier(ckpt, device), ckpt['sigma_init'],
                                   device, args.k, args.sigma, args.rule)
         if args.ref:
-            fid.load_ref(args.ref, 'tf')  # a wrong --ref stops here, before any sampling
+            fid.load_ref(args.ref)  # a wrong --ref stops here, before any sampling
         if args.out:
             fid.save_samples(sample, args.num, args.out, batch=args.batch)
             print(f'wrote {args.out}: {args.num} images of {args.ckpt}, verifier k {args.k}')

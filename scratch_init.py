@@ -74,7 +74,7 @@ def fresh_weights(G, seed):
     random stream is left where it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return common.net_from_config(G.config).state_dict()
+        return common.EDMPrecond(**G.config).state_dict()
 
 
 def init_random(G, seed=0):
@@ -100,7 +100,8 @@ def pretrain(G, loss_fn, steps, lr):
         loss = loss_fn().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        common.optimizer_step(opt, G.parameters())
+        common.nan_to_num_grads(G.parameters())
+        opt.step()
     return loss.item()
 
 
@@ -111,7 +112,7 @@ def teacher_samples(teacher, num, sigma_steps, batch, device):
     for start in range(0, num, batch):
         seeds = list(range(start, min(start + batch, num)))
         z = common.seeded_latents(seeds, shape, device)
-        xs.append(common.edm_sampler(common.net_denoiser(teacher), z, num_steps=sigma_steps).float())
+        xs.append(common.edm_sampler(teacher, z, num_steps=sigma_steps).float())
         zs.append(z)
     return torch.cat(zs), torch.cat(xs)
 

@@ -48,8 +48,8 @@ def parse_args(argv=None):
     p.add_argument('--ema-halflife-kimg', type=float, default=500, help='EMA half-life (EDM, CIFAR-10; adm: 50000)')
     p.add_argument('--total-kimg', type=float, default=200000, help='training length (EDM, CIFAR-10; adm: 2500000)')
     common.add_runtime_args(p, outdir='runs/teacher', tick_kimg=50, snapshot_ticks=50, one_step=False)
-    p.add_argument('--steps', type=int, default=18, help='sampler steps for grids, FID and --sample (EDM, CIFAR-10; '
-                   'ImageNet-64: 256 with --sampler stochastic)')
+    p.add_argument('--steps', type=int, default=None, help='sampler steps for grids, FID and --sample; default: 18 '
+                   'for heun (EDM, CIFAR-10), 256 for stochastic (EDM, ImageNet-64)')
     p.add_argument('--sampler', default='heun', choices=['heun', 'stochastic'], help='EDM\'s deterministic Heun '
                    'sampler, or its stochastic one with the ImageNet-64 settings (S_churn 40, S_min 0.05, S_max 50, '
                    'S_noise 1.003)')
@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument('--import-edm', default=None, help='an official EDM .pkl (path, URL or short name) to import')
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
+    if args.steps is None:
+        args.steps = common.SAMPLER_STEPS[args.sampler]
     given = common.given_flags(p, argv)
     if args.import_edm:  # a mode of its own: only where to write and whether to download
         common.refuse_flags(p, argv, [d for d in vars(args) if d not in ('import_edm', 'outdir', 'no_download')],
@@ -96,7 +98,7 @@ def save_samples(args, device):
     """--sample N: samples of a checkpoint's EMA weights (EDM's sampler), as PNG files and one grid."""
     from PIL import Image
     ckpt = common.load_checkpoint(args.ckpt, 'teacher')
-    net = common.net_from_config(ckpt['net_config']).to(device).eval()
+    net = common.EDMPrecond(**ckpt['net_config']).to(device).eval()
     net.load_state_dict(ckpt['ema'])
     os.makedirs(args.outdir, exist_ok=True)
     sample = common.diffusion_sampler(net, device, args.steps, args.sampler == 'stochastic')

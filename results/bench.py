@@ -178,7 +178,7 @@ def bench_fid(args, device, roof):
     detector = fid.get_detector(args.inception, device)
     images = torch.randint(0, 256, (num, 3, 32, 32), dtype=torch.uint8)
     batches = list(fid.image_batches(images, batch))
-    seconds = time_steps(lambda: [fid.features(detector, b, 'tf', device) for b in batches], 1, 1, device)
+    seconds = time_steps(lambda: [fid.features(detector, b, device) for b in batches], 1, 1, device)
     one = fid.preprocess(images[:1]).to(device)
     with torch.no_grad():
         flops = count_flops(lambda: detector(one))

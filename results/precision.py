@@ -63,7 +63,7 @@ def fixed_batch(G, batch, device, seed=1):
     shape = [batch, G.img_channels, G.img_resolution, G.img_resolution]
     z, noise = torch.randn(shape, generator=gen, device=device), torch.randn(shape, generator=gen, device=device)
     sigma = (torch.randn([batch, 1, 1, 1], generator=gen, device=device) * 1.2 - 1.2).exp()
-    return z, noise, sigma, common.random_labels(batch, G.label_dim, device)
+    return z, noise, sigma, diff_instruct.random_labels(batch, G.label_dim, device)
 
 
 def main(argv=None):

@@ -379,7 +379,7 @@ def classifier_accuracy(p, gen, n=500):
     ckpt = common.load_checkpoint(gen, 'generator')
     cpu = torch.device('cpu')
     cls = score_free.load_classifier(ckpt, cpu)
-    G = common.net_from_config(ckpt['net_config']).eval()
+    G = common.EDMPrecond(**ckpt['net_config']).eval()
     G.load_state_dict(ckpt['ema'])
     seeds = list(range(10 ** 6, 10 ** 6 + n))  # not the FID's seeds
     fake = common.one_step_sampler(G, ckpt['sigma_init'], cpu)(seeds).float() / 127.5 - 1

@@ -131,9 +131,9 @@ def test_generator_starts_as_exact_copy_of_teacher(tiny_teacher, tmp_path):
     t = common.load_checkpoint(teacher, 'teacher')
     for key in t['ema']:
         assert torch.equal(ck['G'][key], t['ema'][key]) and torch.equal(ck['fake'][key], t['ema'][key]), key
-    G = common.net_from_config(ck['net_config']).eval()
+    G = common.EDMPrecond(**ck['net_config']).eval()
     G.load_state_dict(ck['ema'])
-    tnet = common.net_from_config(t['net_config']).eval()
+    tnet = common.EDMPrecond(**t['net_config']).eval()
     tnet.load_state_dict(t['ema'])
     z = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -36,7 +36,7 @@ def test_main_command_offline_names_url_and_flag_of_each_missing_input(offline, 
 def test_fid_calc_offline_names_the_weights_and_inception_flag(offline, capsys, tmp_path):
     folder = write_image_folder(str(tmp_path / 'imgs'), n_per_class=2)
     ref = str(tmp_path / 'ref.npz')
-    fid.save_stats(ref, np.zeros(4), np.eye(4), 'tf', 10)
+    fid.save_stats(ref, np.zeros(4), np.eye(4), 10)
     line = one_line_error(capsys, lambda: fid.main(['calc', '--images', folder, '--ref', ref, '--device', 'cpu']))
     assert line.startswith('error: could not download the FID Inception weights from https://github.com/mseitzer')
     assert '--inception PATH' in line

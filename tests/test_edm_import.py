@@ -128,6 +128,22 @@ def test_teacher_import_edm_writes_a_usable_checkpoint(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_sample_precision_auto_is_edms_fp16_on_cuda_for_a_use_fp16_pickle(tmp_path):
+    """EDM's generate.py runs a network pickled with use_fp16 in fp16 on CUDA (EDMPrecond.forward): the import
+    records the flag and fid.py's --sample-precision auto follows it; our own teachers stay fp32."""
+    import fid
+    import teacher
+    pkl = str(tmp_path / 'edm-fp16.pkl')
+    write_edm_pickle(pkl, tiny_reference(), tiny_edm_kwargs(), edit=lambda ema: ema.state.update(use_fp16=True))
+    ckpt = common.load_checkpoint(edm_import.import_to_checkpoint(pkl, str(tmp_path / 'imported.pt')), 'teacher')
+    assert ckpt['config']['imported_from']['use_fp16'] is True
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    assert fid.resolve_precision('auto', ckpt, cuda) == 'fp16' and fid.resolve_precision('auto', ckpt, cpu) == 'fp32'
+    assert fid.resolve_precision('bf16', ckpt, cuda) == 'bf16'  # a precision given stands
+    ours = {'kind': 'teacher', 'config': vars(teacher.parse_args([]))}  # what teacher.py writes
+    assert fid.resolve_precision('auto', ours, cuda) == 'fp32'
+
+
 class Evil:
     def __init__(self, marker):
         self.marker = marker
@@ -205,6 +221,21 @@ def test_short_name_without_network_names_url_and_offline_flag(tmp_path, monkeyp
         edm_import.resolve_source('edm-imagenet64-cond')  # the official ImageNet-64 network by its short name
 
 
+def test_ve_networks_are_refused_by_name_before_any_download(tmp_path, monkeypatch):
+    """EDM's VE networks are NCSN++ (Fourier embedding), which the importer refuses: say so before a download."""
+    def no_network(*args, **kwargs):
+        raise AssertionError('a VE network was fetched before being refused')
+    monkeypatch.setattr(common, 'download', no_network)
+    monkeypatch.setattr(common, 'fetch', no_network)
+    monkeypatch.setattr(edm_import, 'CACHE_DIR', str(tmp_path))
+    assert not [name for name in edm_import.SHORT_NAMES if name.endswith('-ve')]
+    url = edm_import.EDM_URL + 'edm-cifar10-32x32-cond-ve.pkl'
+    for source in ['edm-cifar10-uncond-ve', 'edm-cifar10-cond-ve', url]:  # the short names it used to know, a URL
+        for load in (edm_import.resolve_source, edm_import.teacher_checkpoint):  # teacher.py --import-edm, --teacher
+            with pytest.raises(ValueError, match=r'NCSN\+\+.*VP network: edm-cifar10-uncond or edm-cifar10-cond'):
+                load(source)
+
+
 def test_teacher_option_imports_a_pkl_once_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(edm_import, 'CACHE_DIR', str(tmp_path / 'cache'))
     net = tiny_reference()
@@ -274,6 +305,14 @@ def test_real_pickle_through_teacher_option_and_import_edm(tmp_path, monkeypatch
     torch.testing.assert_close(D, ref['D_no_augment'], atol=1e-6, rtol=0)
     r = run_script('teacher.py', '--import-edm', path, '--outdir', str(tmp_path / 'imported'))
     assert r.returncode == 0, r.stderr
+
+
+def test_import_records_the_pickles_use_fp16(tmp_path):
+    """EDM's ImageNet-64 pickle says use_fp16=True (EDM samples it in fp16 on CUDA); the shipped ones say False."""
+    path, _ = real_pickle('edm-adm-small-cond-numpy1')
+    assert edm_import.import_edm(path, allow_download=False)[1]['use_fp16'] is False
+    out = edm_import.import_to_checkpoint(path, str(tmp_path / 'imported.pt'), allow_download=False)
+    assert common.load_checkpoint(out, 'teacher')['config']['imported_from']['use_fp16'] is False
 
 
 def swap_string(data, old, new):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import common
 import fid
-from conftest import run_script, shared_file, write_image_folder
+from conftest import refused, run_script, shared_file, write_image_folder
 
 
 # ---------------------------------------------------------------- the real network
@@ -123,7 +123,7 @@ def test_tf_resize_matches_hand_computed_values():
     # 3 -> 2: sources 0, 1.5
     np.testing.assert_allclose(fid.tf_resize_matrix(3, 2).numpy(), [[1, 0, 0], [0, .5, .5]])
     img = torch.tensor([[[[0, 100], [200, 255]]]], dtype=torch.uint8).repeat(1, 3, 1, 1)
-    x = fid.preprocess(img, 'tf', size=4)
+    x = fid.preprocess(img, size=4)
     expected_row0 = (torch.tensor([0, 50, 100, 100.]) - 128) / 128
     expected_row1 = (torch.tensor([100, 138.75, 177.5, 177.5]) - 128) / 128
     torch.testing.assert_close(x[0, 0, 0], expected_row0)
@@ -131,15 +131,12 @@ def test_tf_resize_matches_hand_computed_values():
     torch.testing.assert_close(x[0, 2, 3], (torch.tensor([200, 227.5, 255, 255.]) - 128) / 128)
 
 
-def test_preprocess_modes_differ_and_reject_floats():
+def test_preprocess_makes_rgb_299_and_rejects_floats():
     img = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    a, b = fid.preprocess(img, 'tf'), fid.preprocess(img, 'pytorch-fid')
-    assert a.shape == b.shape == (2, 3, 299, 299) and (a - b).abs().max() > 0.01
-    assert fid.preprocess(img[:, :1], 'tf').shape[1] == 3
+    assert fid.preprocess(img).shape == (2, 3, 299, 299)
+    assert fid.preprocess(img[:, :1]).shape[1] == 3
     with pytest.raises(TypeError, match='uint8'):
-        fid.preprocess(img.float(), 'tf')
-    with pytest.raises(ValueError, match='unknown FID mode'):
-        fid.preprocess(img, 'bicubic')
+        fid.preprocess(img.float())
 
 
 # ---------------------------------------------------------------- statistics and the distance
@@ -174,7 +171,7 @@ def test_statistics_stay_on_the_device_until_the_end(tiny_detector):
     detector = fid.get_detector(tiny_detector, torch.device('cpu'))
     images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
     with Reads():
-        stats = fid.stats_from_batches(fid.image_batches(images, 5), detector, 'tf', 'cpu')
+        stats = fid.stats_from_batches(fid.image_batches(images, 5), detector, 'cpu')
     assert Reads.seen == [] and stats.n == 12 and stats.sum.dtype == torch.float64
     # and the statistics are the float64 mean and covariance of the features
     f = fid.features(detector, images).double().numpy()
@@ -286,6 +283,31 @@ def test_cli_calc_from_teacher_checkpoint(tmp_path, tiny_detector, image_folder,
     assert compiled == [True]
 
 
+class Sampled(Exception):
+    pass
+
+
+@pytest.mark.parametrize('cmd', [['sample', '--out', 'x.zip'], ['calc', '--ref', 'ref.npz']])
+def test_steps_default_to_edms_for_each_sampler(cmd, monkeypatch, capsys):
+    """18 Heun steps (EDM, CIFAR-10), 256 stochastic ones (EDM, ImageNet-64), unless --steps is given: the steps
+    reaching the sampler, with calc's Inception and reference stood in for."""
+    seen = []
+
+    def sampler(path, device, steps, *args):
+        seen.append(steps)
+        raise Sampled
+    monkeypatch.setattr(fid, 'checkpoint_sampler', sampler)
+    monkeypatch.setattr(common, 'preflight', lambda checks: None)
+    monkeypatch.setattr(fid, 'get_detector', lambda *args: None)
+    stochastic = ['--sampler', 'stochastic']
+    for flags in ([], stochastic, [*stochastic, '--steps', '40'], ['--sampler', 'heun']):
+        with pytest.raises(Sampled):
+            fid.main([*cmd, '--ckpt', 'teacher.pt', *flags])
+    assert seen == [18, 256, 40, 18]
+    code, err = refused(fid.main, [*cmd, '--ckpt', 'teacher.pt', *stochastic, '--steps', '1'], capsys)
+    assert code == 2 and '--steps at least 2' in err
+
+
 def test_wrong_weights_file_is_a_clear_error(tmp_path):
     path = str(tmp_path / 'wrong.pth')
     torch.save({'conv.weight': torch.zeros(3)}, path)
@@ -298,17 +320,21 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path):
         fid.load_inception(str(tmp_path / 'missing.pth'))
 
 
-def test_mismatched_modes_are_refused(tmp_path):
+def test_statistics_of_another_pipeline_are_refused(tmp_path, capsys):
+    """fid.py computes the TF / EDM pipeline only: a file whose mode names another is refused in one line, and the
+    flag that made such files is gone; EDM / pytorch-fid reference files (mu, sigma only) are TF statistics."""
     path = str(tmp_path / 'ref.npz')
-    fid.save_stats(path, np.zeros(3), np.eye(3), 'pytorch-fid', 10)
+    np.savez(path, mu=np.zeros(3), sigma=np.eye(3), mode=np.array('pytorch-fid'), count=np.array(10))
     stats = fid.FeatureStats(3)
     stats.update(np.random.default_rng(0).normal(size=(5, 3)))
-    with pytest.raises(ValueError, match="mode 'pytorch-fid'"):
-        fid.fid_from_stats(stats, path, 'tf')
-    # EDM / pytorch-fid reference files (mu, sigma only) load as tf statistics.
+    for load in (fid.load_stats, fid.load_ref, lambda p: fid.fid_from_stats(stats, p)):
+        with pytest.raises(ValueError, match=r"another FID pipeline \(mode 'pytorch-fid'\).*fid\.py ref"):
+            load(path)
+    code, err = refused(fid.main, ['ref', '--dataset', 'cifar10', '--out', path, '--mode', 'tf'], capsys)
+    assert code == 2 and 'unrecognized arguments: --mode' in err
     np.savez(str(tmp_path / 'edm.npz'), mu=np.zeros(3), sigma=np.eye(3))
-    assert fid.load_stats(str(tmp_path / 'edm.npz'))[2] == 'tf'
-    assert fid.fid_from_stats(stats, str(tmp_path / 'edm.npz'), 'tf') > 0
+    assert fid.load_stats(str(tmp_path / 'edm.npz'))[2] == -1
+    assert fid.fid_from_stats(stats, str(tmp_path / 'edm.npz')) > 0
 
 
 def test_too_few_images_is_a_clear_error(tmp_path, tiny_detector):
@@ -343,17 +369,17 @@ def test_features_are_exact_float32_in_the_loop_and_in_the_cli(tmp_path, tiny_de
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     others = torch.randint(0, 200, (12, 3, 32, 32), dtype=torch.uint8)
-    ref_stats = fid.stats_from_batches(fid.image_batches(others, 5), detector, 'tf', 'cpu')
+    ref_stats = fid.stats_from_batches(fid.image_batches(others, 5), detector, 'cpu')
     ref = str(tmp_path / 'ref.npz')
-    fid.save_stats(ref, *ref_stats.mean_cov(), 'tf', ref_stats.n)
+    fid.save_stats(ref, *ref_stats.mean_cov(), ref_stats.n)
     in_loop = fid.fid_in_loop(lambda seeds: images[seeds], 12, ref, torch.device('cpu'), tiny_detector, batch=5)
     cli_stats = str(tmp_path / 'cli.npz')
     r = run_script('fid.py', 'calc', '--images', str(folder), '--ref', ref, '--inception', tiny_detector,
                    '--batch', '7', '--save-stats', cli_stats, '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ['fid12', f'{in_loop:.4f}'] and in_loop > 0
-    loop_stats = fid.stats_from_batches((images[i:i + 5] for i in range(0, 12, 5)), detector, 'tf', 'cpu')
-    mu, sigma, _, n = fid.load_stats(cli_stats)
+    loop_stats = fid.stats_from_batches((images[i:i + 5] for i in range(0, 12, 5)), detector, 'cpu')
+    mu, sigma, n = fid.load_stats(cli_stats)
     assert n == 12
     np.testing.assert_allclose(mu, loop_stats.mean_cov()[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(sigma, loop_stats.mean_cov()[1], rtol=1e-10, atol=1e-12)
@@ -386,9 +412,9 @@ def test_in_loop_fid_over_two_processes_equals_one(tmp_path, tiny_detector):
     images = torch.randint(0, 256, (11, 3, 32, 32), dtype=torch.uint8)
     detector = fid.get_detector(tiny_detector, torch.device('cpu'))
     ref_stats = fid.stats_from_batches(fid.image_batches(torch.randint(0, 200, (9, 3, 32, 32), dtype=torch.uint8), 4),
-                                       detector, 'tf', 'cpu')
+                                       detector, 'cpu')
     ref = str(tmp_path / 'ref.npz')
-    fid.save_stats(ref, *ref_stats.mean_cov(), 'tf', ref_stats.n)
+    fid.save_stats(ref, *ref_stats.mean_cov(), ref_stats.n)
     one = fid.fid_in_loop(lambda seeds: images[seeds], 11, ref, torch.device('cpu'), tiny_detector, batch=3)
     half = fid.fid_in_loop(lambda seeds: images[seeds], 11, ref, torch.device('cpu'), tiny_detector, 0, 2, batch=3)
     with socket.socket() as s:
@@ -418,4 +444,4 @@ def test_reference_statistics_of_edms_64x64_dataset(tmp_path, tiny_detector):
     out = str(tmp_path / 'ref64.npz')
     r = run_script('fid.py', 'ref', '--dataset', data, '--out', out, '--inception', tiny_detector, '--per-class', '5')
     assert r.returncode == 0, r.stderr
-    assert fid.load_stats(out)[3] == 50  # five of each of the ten classes of dataset.json
+    assert fid.load_stats(out)[2] == 50  # five of each of the ten classes of dataset.json

@@ -20,7 +20,7 @@ def perturbed_teacher(label_dim=0):
 
 def test_random_and_io_reinit():
     teacher = perturbed_teacher()
-    G = common.net_from_config(teacher.config)
+    G = common.EDMPrecond(**teacher.config)
     G.load_state_dict(teacher.state_dict())
     scratch_init.init_random(G, seed=1)
     assert all(not torch.equal(G.state_dict()[k], v) for k, v in teacher.state_dict().items()
@@ -42,7 +42,7 @@ def test_mapping_pretraining_regresses_onto_teacher_samples():
     teacher = perturbed_teacher()
     args = pretrain_args()
     z, x = scratch_init.teacher_samples(teacher, 16, 3, 8, 'cpu')
-    G = common.net_from_config(teacher.config)
+    G = common.EDMPrecond(**teacher.config)
 
     def error():
         with torch.no_grad():
@@ -56,7 +56,7 @@ def test_mapping_pretraining_regresses_onto_teacher_samples():
 def test_single_sigma_pretraining_learns_to_denoise_at_sigma_init(image_folder):
     data = common.load_dataset(image_folder)
     teacher = perturbed_teacher()
-    G = common.net_from_config(teacher.config)
+    G = common.EDMPrecond(**teacher.config)
     x = data.images[:12].float() / 127.5 - 1
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
 

@@ -85,10 +85,20 @@ def test_teacher_sample_writes_images(image_folder, tmp_path):
     (['--preset', 'huge'], "argument --preset: invalid choice: 'huge'"),
     (['--batch', '0'], 'must be positive'),
     (['--sample', '4'], '--sample N (N at least 1) needs --ckpt'),
+    (['--steps', '1'], '--steps at least 2'),
+    (['--sample', '4', '--ckpt', 'c.pt', '--sampler', 'stochastic', '--steps', '1'], '--steps at least 2'),
 ])
 def test_teacher_bad_flags_are_clear_errors(args, message, capsys):
     code, err = refused(teacher.main, args, capsys)
     assert code == 2 and message in err, err
+
+
+def test_teacher_steps_default_to_edms_for_each_sampler():
+    """18 Heun steps (EDM, CIFAR-10), 256 stochastic ones (EDM, ImageNet-64), unless --steps is given."""
+    stochastic, sample = ['--sampler', 'stochastic'], ['--sample', '4', '--ckpt', 'c.pt']
+    for argv, steps in (([], 18), (stochastic, 256), ([*stochastic, '--steps', '40'], 40),
+                        ([*sample, *stochastic], 256), ([*sample, '--sampler', 'heun'], 18)):
+        assert teacher.parse_args(argv).steps == steps, argv
 
 
 def test_teacher_missing_dataset_is_a_clear_error(tmp_path):
