@@ -712,7 +712,12 @@ CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
 FASHION_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
                  'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
-FASHION_DIRS = ['/usr/share/datasets/fashion-mnist']  # Debian's dataset-fashion-mnist package
+FASHION_DIRS = ['/usr/share/datasets/fashion-mnist']  # Debian's dataset-fashion-mnist package (re-compressed)
+FASHION_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
+FASHION_MD5 = {'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d',  # the official files (Zalando)
+               'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
+               't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79',
+               't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310'}
 # Downloads and derived files (data, EDM imports, FID weights and reference statistics) live under one root.
 CACHE_ROOT = os.environ.get('DIFFRATIO_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'diffratio'))
 DEFAULT_DATA_DIR = os.path.join(CACHE_ROOT, 'data')
@@ -925,20 +930,42 @@ def read_idx(path):
     return arr.reshape(dims)
 
 
-def load_fashion_mnist(data_dir, split='train'):
-    """Fashion-MNIST idx files, 28×28 zero-padded to 32×32, one channel, 10 classes."""
-    dirs = [data_dir, os.path.join(data_dir, 'fashion-mnist')] + FASHION_DIRS
-    img_name, lab_name = FASHION_FILES[split]
-    for d in dirs:
+def fashion_mnist_files(data_dir, split='train', allow_download=True):
+    """The (images, labels) idx files of a split: in data_dir, data_dir/fashion-mnist or Debian's package (plain or
+    .gz), else downloaded once into data_dir/fashion-mnist and checked against the official md5."""
+    names = FASHION_FILES[split]
+    for d in [data_dir, os.path.join(data_dir, 'fashion-mnist')] + FASHION_DIRS:
         for ext in ('', '.gz'):
-            if os.path.isfile(os.path.join(d, img_name + ext)):
-                images = read_idx(os.path.join(d, img_name + ext))
-                labels = read_idx(os.path.join(d, lab_name + ext))
-                images = np.pad(images, ((0, 0), (2, 2), (2, 2)))[:, None]
-                return Dataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)), 10,
-                               f'fashion-mnist-{split}')
-    raise FileNotFoundError(f'Fashion-MNIST {img_name}[.gz] not found in {dirs}; on Debian: '
-                            f'apt-get install dataset-fashion-mnist, or pass --data-dir')
+            paths = [os.path.join(d, name + ext) for name in names]
+            if all(os.path.isfile(p) for p in paths):
+                return paths
+    paths = []
+    for name in names:
+        path, want = os.path.join(data_dir, 'fashion-mnist', name + '.gz'), FASHION_MD5[name + '.gz']
+
+        def check(path, want=want):
+            got = file_digest(path)
+            if got != want:
+                os.remove(path)  # never used: the next run downloads it afresh
+                raise ValueError(f'the download {path} has md5 {got}, expected {want}: corrupt or not the official '
+                                 f'file; run again to download it afresh')
+        paths.append(fetch(FASHION_URL + name + '.gz', path, f'Fashion-MNIST ({name})', 'apt-get install '
+                           f'dataset-fashion-mnist (Debian), or put the official .gz files in {data_dir}',
+                           allow_download, check))
+    return paths
+
+
+def load_fashion_mnist(data_dir, split='train', allow_download=True):
+    """Fashion-MNIST idx files, 28×28 zero-padded to 32×32, one channel, 10 classes."""
+    image_path, label_path = fashion_mnist_files(data_dir, split, allow_download)
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1] or labels.max() > 9:
+        raise ValueError(f'{image_path} and {label_path} are not a Fashion-MNIST split: images {images.shape}, '
+                         f'labels {labels.shape}')
+    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()[:16]  # the data, whatever compression
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2)))[:, None]
+    return Dataset(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)), 10,
+                   f'fashion-mnist-{split}', checksum=f'sha256(idx data):{digest}')
 
 
 def load_dataset(dataset, data_dir=DEFAULT_DATA_DIR, split='train', allow_download=True):
@@ -948,7 +975,7 @@ def load_dataset(dataset, data_dir=DEFAULT_DATA_DIR, split='train', allow_downlo
     if dataset == 'cifar10':
         return load_cifar10(data_dir, split, allow_download)
     if dataset == 'fashion-mnist':
-        return load_fashion_mnist(data_dir, split)
+        return load_fashion_mnist(data_dir, split, allow_download)
     if os.path.exists(dataset):
         return load_image_folder(dataset, split)
     raise FileNotFoundError(f'--dataset {dataset!r}: not a known name (cifar10, fashion-mnist) and no such '
@@ -1363,7 +1390,9 @@ def dataset_source(dataset, data_dir, allow_download=True):
     """The pre-flight of --dataset: the CIFAR-10 archive fetched (not decoded), or the folder / zip present."""
     if dataset == 'cifar10':
         return cifar10_archive(data_dir, allow_download)
-    if dataset != 'fashion-mnist' and not os.path.exists(dataset):
+    if dataset == 'fashion-mnist':
+        return fashion_mnist_files(data_dir, 'train', allow_download)
+    if not os.path.exists(dataset):
         raise FileNotFoundError(f'--dataset {dataset!r}: not a known name (cifar10, fashion-mnist) and no such '
                                 f'folder or zip file')
 

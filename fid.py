@@ -421,6 +421,21 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
+def precision_recall(real, fake, k=3, chunk=1024):
+    """Improved precision and recall (Kynkäänniemi et al. 2019; k = 3 as StyleGAN2-ADA's pr50k3) of two feature sets
+    [N, D]: each set's manifold is the union of balls around its points, of radius the distance to the point's k-th
+    nearest neighbour in its own set. precision = the fraction of fake points inside the real manifold (quality),
+    recall = the fraction of real points inside the fake one (coverage: a collapsed generator has recall near 0)."""
+    real, fake = torch.as_tensor(real, dtype=torch.float32), torch.as_tensor(fake, dtype=torch.float32)
+
+    def radii(x):  # the k-th smallest distance to the others: index k, since the point itself is at 0
+        return torch.cat([torch.cdist(part, x).kthvalue(k + 1, dim=1).values for part in x.split(chunk)])
+
+    def inside(x, ref, r):
+        return torch.cat([(torch.cdist(part, ref) <= r).any(1) for part in x.split(chunk)]).float().mean().item()
+    return inside(fake, real, radii(real)), inside(real, fake, radii(fake))
+
+
 def metric_name(num):
     """fid50k, fid10k, fid2500, ...: every FID carries its sample count."""
     return f'fid{num // 1000}k' if num % 1000 == 0 else f'fid{num}'

@@ -358,6 +358,46 @@ def write_idx(path, arr):
         f.write(header + arr.astype(np.uint8).tobytes())
 
 
+def test_fashion_mnist_is_downloaded_once_and_checked_against_the_official_md5(tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setattr(common, 'FASHION_DIRS', [])  # not this machine's Debian copy
+    server = tmp_path / 'server'
+    server.mkdir()
+    write_idx(str(server / 'train-images-idx3-ubyte.gz'), np.zeros((4, 28, 28)))
+    write_idx(str(server / 'train-labels-idx1-ubyte.gz'), np.array([0, 1, 2, 3]))
+    fetched = []
+
+    def fake_download(url, path):
+        fetched.append(os.path.basename(url))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copy(server / os.path.basename(url), path)
+    monkeypatch.setattr(common, 'download', fake_download)
+    data_dir = str(tmp_path / 'data')
+    with pytest.raises(ValueError, match='expected 8d4fb7e6c68d591d4c3dfef9ec88bf0d'):  # not the official bytes
+        common.load_dataset('fashion-mnist', data_dir, 'train')
+    assert not os.path.exists(os.path.join(data_dir, 'fashion-mnist', 'train-images-idx3-ubyte.gz'))
+    for name in ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'):
+        monkeypatch.setitem(common.FASHION_MD5, name, common.file_digest(str(server / name)))
+    fetched.clear()
+    data = common.load_dataset('fashion-mnist', data_dir, 'train')
+    assert data.images.shape == (4, 1, 32, 32) and fetched == ['train-images-idx3-ubyte.gz',
+                                                                'train-labels-idx1-ubyte.gz']
+    fetched.clear()
+    assert len(common.load_dataset('fashion-mnist', data_dir, 'train')) == 4 and fetched == []  # once
+    with pytest.raises(FileNotFoundError, match='downloads are disabled.*apt-get install dataset-fashion-mnist'):
+        common.load_dataset('fashion-mnist', str(tmp_path / 'empty'), 'test', allow_download=False)
+
+
+def test_the_real_fashion_mnist_loads_as_ten_balanced_classes(tmp_path):
+    if not any(os.path.isdir(d) for d in common.FASHION_DIRS):
+        pytest.skip('Debian\'s dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)')
+    train = common.load_dataset('fashion-mnist', str(tmp_path), 'train', allow_download=False)
+    test = common.load_dataset('fashion-mnist', str(tmp_path), 'test', allow_download=False)
+    assert train.images.shape == (60000, 1, 32, 32) and test.images.shape == (10000, 1, 32, 32)
+    assert train.labels.bincount().tolist() == [6000] * 10 and test.labels.bincount().tolist() == [1000] * 10
+    assert train.images[:, :, 2:30, 2:30].float().mean() > 50 and train.images[:, :, :2].sum() == 0
+
+
 def test_fashion_mnist_idx_loader_pads_to_32(tmp_path):
     images = np.random.default_rng(0).integers(1, 255, (5, 28, 28)).astype(np.uint8)
     write_idx(str(tmp_path / 'train-images-idx3-ubyte.gz'), images)

@@ -445,3 +445,27 @@ def test_reference_statistics_of_edms_64x64_dataset(tmp_path, tiny_detector):
     r = run_script('fid.py', 'ref', '--dataset', data, '--out', out, '--inception', tiny_detector, '--per-class', '5')
     assert r.returncode == 0, r.stderr
     assert fid.load_stats(out)[2] == 50  # five of each of the ten classes of dataset.json
+
+
+def test_precision_recall_known_answers():
+    """Kynkäänniemi et al.'s k-NN estimate: the same set is all precision and recall; a collapsed generator (one
+    repeated point from the data) keeps precision and loses recall; a set far from the data has neither."""
+    torch.manual_seed(0)
+    real = torch.randn(1000, 8)
+    assert fid.precision_recall(real, real) == (1.0, 1.0)
+    p, r = fid.precision_recall(real, torch.randn(1000, 8))  # another draw of the same distribution
+    assert p > 0.8 and r > 0.8
+    p, r = fid.precision_recall(real, real[:1].repeat(1000, 1))  # collapsed onto one real image
+    assert p == 1.0 and r < 0.002  # only the copied image itself
+    p, r = fid.precision_recall(real, 0.3 * torch.randn(1000, 8))  # the typical images only: sharp, not diverse
+    assert p > 0.95 and r < 0.05
+    assert fid.precision_recall(real, torch.randn(1000, 8) + 20) == (0.0, 0.0)
+
+
+def test_grey_images_enter_inception_as_three_equal_channels():
+    """One-channel images (Fashion-MNIST) are repeated to RGB before the resize, as the usual FIDs of grey data
+    are: the network sees exactly what it would see for the RGB image with three equal channels."""
+    grey = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    x = fid.preprocess(grey)
+    assert x.shape == (2, 3, 299, 299)
+    torch.testing.assert_close(x, fid.preprocess(grey.repeat(1, 3, 1, 1)), rtol=0, atol=0)
