@@ -666,26 +666,34 @@ def report(out, dry=False):
                         lines.append(f'| {k} | {m} | ' + ' | '.join(cell([v[f"{m}_b{b}"] for v in vals[k]])
                                                                     for b in range(len(bands))) + ' |')
                 lines.append('')
-                paired_ok = min(len(vals['ratio']), len(vals['edm'])) >= 2
-                if paired_ok:
-                    for m, better in (('raw', 'lower'), ('sigma2', 'lower'), ('cos', 'higher'),
-                                      ('grad_sigma2', 'lower'), ('grad_normalized', 'lower')):
-                        a, b = [v[m] for v in vals['ratio']], [v[m] for v in vals['edm']]
+                names = {'raw': 'raw error', 'sigma2': 'σ²-weighted error', 'cos': 'cosine',
+                         'grad_sigma2': 'parameter-gradient error (σ²)', 'grad_normalized':
+                         'parameter-gradient error (normalized)'}
+                if min(len(vals['ratio']), len(vals['edm'])) >= 2:
+                    for comp, m, better in [('edm', m, b) for m, b in (('raw', 'lower'), ('sigma2', 'lower'),
+                                                                       ('cos', 'higher'), ('grad_sigma2', 'lower'),
+                                                                       ('grad_normalized', 'lower'))] + [
+                            ('plain', 'sigma2', 'lower'), ('plain', 'cos', 'higher')]:
+                        a, b = [v[m] for v in vals['ratio']], [v[m] for v in vals[comp]]
                         n = min(len(a), len(b))
                         verdict, diff, se = compare(a[:n], b[:n], paired=True)
-                        factor = mean_sd(b[:n])[0] / mean_sd(a[:n])[0]
-                        good = verdict == better
-                        words.append(f'q {qname}, {m}: the ratio\'s is {verdict} than the two EDM denoisers\' '
-                                     f'({mean_sd(a[:n])[0]:.3f} vs {mean_sd(b[:n])[0]:.3f}, difference {diff:+.3f} ± SE '
-                                     f'{se:.3f}; two-network ÷ ratio = {factor:.2f})' + (' — the ratio is better'
-                                                                                      if good else ''))
+                        ma, mb = mean_sd(a[:n])[0], mean_sd(b[:n])[0]
+                        who = ('no difference beyond 2 SE' if verdict not in ('lower', 'higher') else
+                               'the ratio is better' if verdict == better else 'the two networks are better')
+                        words.append(f'q {qname}, {names[m]}: ratio {ma:.3f} vs two {comp.upper()} '
+                                     f'{"denoisers" if comp == "edm" else "score nets"} {mb:.3f} '
+                                     f'({n} seeds, paired difference {diff:+.3f} ± SE {se:.3f}'
+                                     + (f', two-network ÷ ratio {mb / ma:.2f}' if better == 'lower' else '')
+                                     + f'): {who}')
                     for b_i, band in enumerate(bands):
-                        a = [v[f'raw_b{b_i}'] for v in vals['ratio']]
-                        b = [v[f'raw_b{b_i}'] for v in vals['edm']]
+                        a = [v[f'sigma2_b{b_i}'] for v in vals['ratio']]
+                        b = [v[f'sigma2_b{b_i}'] for v in vals['edm']]
                         n = min(len(a), len(b))
                         verdict, diff, se = compare(a[:n], b[:n], paired=True)
-                        words.append(f'q {qname}, σ {band}, raw: ratio {mean_sd(a[:n])[0]:.3f} vs two EDM '
-                                     f'denoisers {mean_sd(b[:n])[0]:.3f}: the ratio\'s is {verdict}')
+                        who = ('no difference beyond 2 SE' if verdict not in ('lower', 'higher') else
+                               'the ratio is better' if verdict == 'lower' else 'the two networks are better')
+                        words.append(f'q {qname}, σ {band}, σ²-weighted error: ratio {mean_sd(a[:n])[0]:.3f} vs two '
+                                     f'EDM denoisers {mean_sd(b[:n])[0]:.3f}: {who}')
             # error against training for this size
             fig = f'static_{size}_{qname}.png'
             series = {}
