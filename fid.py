@@ -342,8 +342,8 @@ class FeatureStats:
     """Streaming mean and unbiased covariance in float64: holds Σf and Σffᵀ, never the features. The sums stay on
     the features' device, so a GPU run neither waits for the host after every batch nor leaves it the products."""
 
-    def __init__(self, dim, device='cpu'):
-        self.n = 0
+    def __init__(self, dim, device='cpu', keep=False):
+        self.n, self.kept = 0, [] if keep else None  # kept: the features themselves (precision and recall)
         self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
         self.outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
 
@@ -351,6 +351,8 @@ class FeatureStats:
         f = torch.as_tensor(feats).to(self.sum.device, torch.float64)
         self.n += f.shape[0]
         self.sum += f.sum(0)
+        if self.kept is not None:
+            self.kept.append(f.float().cpu())
         self.outer += f.T @ f
 
     def all_reduce(self):
@@ -370,10 +372,11 @@ class FeatureStats:
         return mu.cpu().numpy(), ((self.outer - self.n * torch.outer(mu, mu)) / (self.n - 1)).cpu().numpy()
 
 
-def save_stats(path, mu, sigma, count):
+def save_stats(path, mu, sigma, count, features=None):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + '.tmp.npz'
-    np.savez(tmp, mu=mu, sigma=sigma, mode=np.array('tf'), count=np.array(count))  # the pipeline, for other readers
+    extra = {} if features is None else {'features': features}
+    np.savez(tmp, mu=mu, sigma=sigma, mode=np.array('tf'), count=np.array(count), **extra)  # mode: for other readers
     os.replace(tmp, path)
 
 
@@ -472,14 +475,14 @@ def features(detector, images, device='cpu'):
         return torch.cat(out).float()
 
 
-def stats_from_batches(batches, detector, device, rank=0, total=None, what='fid'):
-    """Stream an iterable of uint8 batches through the detector into FeatureStats (summed over ranks). With total
-    (this process's images), a progress line with the time left at least every 10 s."""
+def stats_from_batches(batches, detector, device, rank=0, total=None, what='fid', keep=False):
+    """Stream an iterable of uint8 batches through the detector into FeatureStats (summed over ranks; keep: the
+    features too, one process). With total (this process's images), a progress line at least every 10 s."""
     stats, t0 = None, time.time()
     progress = common.Progress(what, total, rank=rank) if total else None
     for images in batches:
         f = features(detector, images, device)
-        stats = stats or FeatureStats(f.shape[1], f.device)
+        stats = stats or FeatureStats(f.shape[1], f.device, keep)
         stats.update(f)
         if progress:
             progress.update(len(images))
@@ -492,6 +495,16 @@ def stats_from_batches(batches, detector, device, rank=0, total=None, what='fid'
         print(f'{what}: {stats.n} images in {dt:.1f}s ({stats.n / max(dt, 1e-9):.1f} img/s per process)',
               file=sys.stderr)
     return stats
+
+
+def load_features(path):
+    """The reference features kept by fid.py ref --features 1 (precision and recall need them, not only μ, Σ)."""
+    load_stats(path)
+    with np.load(path) as d:
+        if 'features' not in d:
+            raise ValueError(f'{path!r} has no features for precision and recall; remake it with fid.py ref ... '
+                             f'--features 1')
+        return torch.from_numpy(d['features'])
 
 
 def load_ref(ref_path):
@@ -653,12 +666,15 @@ def main(argv=None):
     ref.add_argument('--out', required=True, help='output .npz (mu, sigma, mode, count)')
     ref.add_argument('--per-class', type=int, default=0, help='only the first N images of each class (a cheaper, '
                      'class-balanced reference for small studies; 0 = all, the standard)')
+    ref.add_argument('--features', type=int, default=0, help='also keep the features, for calc --pr (8 KB an image)')
     calc = sub.add_parser('calc', help='FID of a checkpoint or of a folder / zip of images', **sub_args)
     src = calc.add_mutually_exclusive_group(required=True)
     src.add_argument('--ckpt', help='teacher (Heun, EMA) or one-step generator checkpoint')
     src.add_argument('--images', help='folder or zip of images')
     calc.add_argument('--ref', required=True, help='reference statistics .npz (fid.py ref)')
     calc.add_argument('--save-stats', default=None, help='also write the samples\' statistics here')
+    calc.add_argument('--pr', type=int, default=0, help='also precision and recall (Kynkäänniemi et al. 2019, k = 3, '
+                      'on the same Inception features) against a reference made with --features 1')
     sample = sub.add_parser('sample', help='write a checkpoint\'s images (one per seed) to a zip of PNGs', **sub_args)
     sample.add_argument('--ckpt', required=True, help='teacher (Heun, EMA) or one-step generator checkpoint')
     sample.add_argument('--out', required=True, help='the .zip to write')
@@ -705,7 +721,7 @@ def main(argv=None):
             return
         allow = not getattr(args, 'no_download', False)
         common.preflight([lambda: inception_file(args.inception, allow)] +  # before any sampling or decoding
-                         ([lambda: load_ref(args.ref)] if args.cmd == 'calc' else
+                         ([lambda: (load_features if args.pr else load_ref)(args.ref)] if args.cmd == 'calc' else
                           [lambda: common.dataset_source(args.dataset, args.data_dir, allow)]))
         detector = get_detector(args.inception, device, allow)
         if args.cmd == 'ref':
@@ -717,8 +733,8 @@ def main(argv=None):
                 keep = torch.cat([torch.nonzero(data.labels == c)[:args.per_class, 0] for c in range(data.num_classes)])
                 images = images[keep.sort().values]
             stats = stats_from_batches(image_batches(images, args.batch), detector, device, total=len(images),
-                                       what='fid reference')
-            save_stats(args.out, *stats.mean_cov(), stats.n)
+                                       what='fid reference', keep=bool(args.features))
+            save_stats(args.out, *stats.mean_cov(), stats.n, torch.cat(stats.kept).numpy() if args.features else None)
             print(f'wrote {args.out}: {stats.n} images of {data.name}')
             return
         if args.images:
@@ -729,11 +745,15 @@ def main(argv=None):
                                         args.sampler == 'stochastic', sampler_flags)
             seeds, num = list(range(args.first_seed, args.first_seed + args.num)), args.num
             batches = (sample(seeds[i:i + args.batch]) for i in range(0, num, args.batch))
-        stats = stats_from_batches(batches, detector, device, total=num, what=f'fid ({metric_name(num)})')
+        stats = stats_from_batches(batches, detector, device, total=num, what=f'fid ({metric_name(num)})',
+                                   keep=bool(args.pr))
         if args.save_stats:
             save_stats(args.save_stats, *stats.mean_cov(), stats.n)
         value = fid_from_stats(stats, args.ref)
         print(f'{metric_name(num)} {value:.4f}')
+        if args.pr:
+            precision, recall = precision_recall(load_features(args.ref), torch.cat(stats.kept))
+            print(f'precision {precision:.4f}  recall {recall:.4f}')
         return value
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
         print(f'error: {e}', file=sys.stderr)

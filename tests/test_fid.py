@@ -253,6 +253,23 @@ def test_cli_ref_and_calc_end_to_end(tmp_path, tiny_detector):
     assert 'img/s' in r.stderr
 
 
+
+def test_cli_precision_and_recall_against_a_reference_with_features(tmp_path, tiny_detector, capsys):
+    a = write_image_folder(str(tmp_path / 'a'), n_per_class=8, seed=0)
+    ref, plain = str(tmp_path / 'a.npz'), str(tmp_path / 'plain.npz')
+    fid.main(['ref', '--dataset', a, '--out', ref, '--inception', tiny_detector, '--features', '1'])
+    fid.main(['ref', '--dataset', a, '--out', plain, '--inception', tiny_detector])
+    with np.load(ref) as d, np.load(plain) as e:
+        assert d['features'].shape == (16, 6) and 'features' not in e
+        np.testing.assert_array_equal(d['mu'], e['mu'])
+    capsys.readouterr()
+    fid.main(['calc', '--images', a, '--ref', ref, '--inception', tiny_detector, '--pr', '1'])
+    assert capsys.readouterr().out.splitlines()[-1] == 'precision 1.0000  recall 1.0000'  # the same images
+    code, err = refused(fid.main, ['calc', '--images', a, '--ref', plain, '--inception', tiny_detector, '--pr', '1'],
+                        capsys)
+    assert code == 2 and 'no features' in err and '--features 1' in err
+
+
 def test_cli_calc_from_teacher_checkpoint(tmp_path, tiny_detector, image_folder, monkeypatch):
     out = str(tmp_path / 'teacher')
     assert run_script('teacher.py', '--dataset', image_folder, '--preset', 'tiny', '--batch', '4', '--total-kimg',
