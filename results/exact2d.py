@@ -180,17 +180,20 @@ def plain_dsm_loss(net, x0, sigma):
 
 
 class Classifier(nn.Module):
-    """c(x, σ) -> one logit from c_in·x and c_noise (as score_free.Classifier's input), zero-initialised head."""
+    """c(x, σ) -> one logit from c_in·x and c_noise (as score_free.Classifier's input), zero-initialised head.
+    precond (an experiment, not the project's classifier): the logit scaled by σ_data/σ, so that ∇ₓc = c_out/σ² ×
+    (the net's gradient in its own input), as the two denoisers' difference (D_q − D_p)/σ² = c_out/σ²·(F_q − F_p)."""
 
-    def __init__(self, sigma_data=0.5):
+    def __init__(self, sigma_data=0.5, precond=False):
         super().__init__()
-        self.sigma_data, self.label_dim = sigma_data, 0
+        self.sigma_data, self.label_dim, self.precond = sigma_data, 0, precond
         self.model = MLP(out_dim=1, zero_out=True)
 
     def forward(self, x, sigma, class_labels=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(len(x), 1, 1, 1)
         c_in = 1 / (self.sigma_data ** 2 + sigma ** 2).sqrt()
-        return self.model(c_in * x.float(), sigma.log().flatten() / 4).reshape(len(x))
+        logit = self.model(c_in * x.float(), sigma.log().flatten() / 4).reshape(len(x))
+        return logit * self.sigma_data / sigma.flatten() if self.precond else logit
 
     def load_teacher_trunk(self, teacher):
         """The classifier from the teacher's features (score_free's --cls-init teacher): its hidden layers."""
@@ -221,7 +224,7 @@ def score_difference(kind, nets, x, sigma, chunk=4096):
     out = []
     for i in range(0, len(x), chunk):
         xi, si = as_images(x[i:i + chunk]), sigma[i:i + chunk].float()
-        if kind == 'ratio':
+        if 'cls' in nets:
             xi.requires_grad_(True)
             with torch.enable_grad():
                 g, = torch.autograd.grad(nets['cls'](xi, si).sum(), xi)
@@ -265,20 +268,20 @@ def train_static(kind, q, size, seed, work):
     plain score nets). The teacher on p is the same for both q: trained once per (kind, size, seed), kept in work."""
     cfg, p, ev = SIZES[size], p_mixture(), eval_set(q)
     torch.manual_seed(seed)
-    if kind == 'ratio':
-        nets = {'cls': Classifier()}
+    if kind in ('ratio', 'ratio_pc'):
+        nets = {'cls': Classifier(precond=kind == 'ratio_pc')}
     else:
         nets = {'teacher': Denoiser() if kind == 'edm' else PlainScore(), 'fake': Denoiser() if kind == 'edm' else
                 PlainScore()}
     opts = {k: torch.optim.Adam(v.parameters(), lr=1e-3) for k, v in nets.items()}
     g_q, g_p, g_sigma = (torch.Generator().manual_seed(seed * 1000 + i) for i in range(3))
     cached = os.path.join(work, f'static_teacher_{kind}_{size}_{seed}.pt')
-    saved = torch.load(cached) if kind != 'ratio' and os.path.exists(cached) else None
+    saved = torch.load(cached) if 'teacher' in nets and os.path.exists(cached) else None
     records, t0 = {}, time.time()
     for step in range(1, cfg['steps'] + 1):
         sigma = log_uniform_sigma(cfg['batch'], g_sigma).float().reshape(-1, 1, 1, 1)
         losses = {}
-        if kind == 'ratio':
+        if 'cls' in nets:
             fake, real = as_images(q.sample(cfg['batch'], g_q)[0]), as_images(p.sample(cfg['batch'], g_p)[0])
             losses['cls'] = score_free.classifier_loss(nets['cls'], fake, real, sigma)[0]
         else:
@@ -291,15 +294,15 @@ def train_static(kind, q, size, seed, work):
             loss.mean().backward()
             opts[name].step()
         if step in cfg['evals']:
-            if kind != 'ratio' and saved is not None:
+            if 'teacher' in nets and saved is not None:
                 nets['teacher'].load_state_dict(saved[step])  # the cached teacher after as many steps
             records[step] = dict(metrics(score_difference(kind, nets, ev['x'], ev['sigma']), ev),
                                  train_s=time.time() - t0)
-            if kind != 'ratio' and 'teacher' in losses:
+            if 'teacher' in losses:
                 records[step]['teacher_state'] = copy.deepcopy(nets['teacher'].state_dict())
             print(f'  {kind} {size} seed {seed} step {step}: raw {records[step]["raw"]:.3f}  '
                   f'σ² {records[step]["sigma2"]:.3f}  cos {records[step]["cos"]:.3f}', flush=True)
-    if kind != 'ratio' and saved is None:
+    if 'teacher' in nets and saved is None:
         os.makedirs(work, exist_ok=True)
         torch.save({s: r.pop('teacher_state') for s, r in records.items()}, cached + '.tmp')
         os.replace(cached + '.tmp', cached)
@@ -329,6 +332,7 @@ ARMS = {  # name: (method, overrides of the default recipe)
     'sf_sigma_inf': ('score_free', dict(gen_sigma_max=float('inf'))),
     'sf_cls_steps_1': ('score_free', dict(cls_steps=1)),
     'sf_cls_lr_1x': ('score_free', dict(cls_lr=None)),
+    'sf_cls_precond': ('score_free', dict(cls_precond=True)),       # an experiment: the classifier of part 1's ratio_pc
 }
 GEN_LRS = [3e-5, 1e-4, 3e-4]  # every method's generator lr is chosen from these by the same rule (tune_lr)
 
@@ -397,7 +401,7 @@ def train_arm(arm, lr, seed, cfg, work, teacher=None):
         step_fn = lambda: diff_instruct.iteration(nets, amp, batch, args)  # noqa: E731
     else:
         r = dict(DEFAULT, **overrides)
-        cls = Classifier()
+        cls = Classifier(precond=r.get('cls_precond', False))
         cls.load_teacher_trunk(teacher)
         nets = score_free.Nets(G, cls, opt_G, torch.optim.Adam(cls.parameters(), lr=r['cls_lr'] or lr,
                                                                  betas=(0.0, 0.999)))
@@ -498,14 +502,14 @@ def run(args):
     cfg = E2E_DRY if dry else E2E
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sizes = {'dry': [0, 1]} if dry else STATIC_SEEDS
-    static = []  # the reduced size's ten seeds first; the protocol's size (the longest jobs) after everything else
+    static = []  # the reduced size's ten seeds first; the experiment and the protocol's size after everything else
     for size, seeds in sizes.items():
         for seed in seeds:
-            for kind in ('ratio', 'edm', 'plain'):
+            for kind in ('ratio', 'edm', 'plain') + (() if size == 'full' else ('ratio_pc',)):
                 for qname in ('far', 'near'):
                     static.append((f'static:{size}:{seed}:{kind}:{qname}', lambda size=size, seed=seed, kind=kind,
                                    qname=qname: {'metrics': train_static(kind, q_mixtures()[qname], size, seed, work)}))
-    todo = [job for job in static if ':full:' not in job[0]]
+    todo = [job for job in static if ':full:' not in job[0] and ':ratio_pc:' not in job[0]]
     def teacher_job():
         heun = teacher_samples(train_teacher(cfg, 0, work), 2 * cfg['kl_samples'])
         p_itself = p_mixture().sample(2 * cfg['kl_samples'], torch.Generator().manual_seed(5))[0]
@@ -533,7 +537,7 @@ def run(args):
                 G.load_state_dict(state['G']), cls.load_state_dict(state['cls'])
                 return {'ks': VERIFIER_KS, **verifier_metrics(G.eval(), cls.eval(), cfg, VERIFIER_KS)}
             todo.append((f'verifier:{arm}:{seed}', vjob))
-    todo += [job for job in static if ':full:' in job[0]]
+    todo += [job for job in static if ':ratio_pc:' in job[0]] + [job for job in static if ':full:' in job[0]]
     for name, fn in todo:
         if load_record(records, name) is not None:
             continue
@@ -629,7 +633,8 @@ def report(out, dry=False):
 
     # Part 1 -----------------------------------------------------------------------------------------
     kinds = {'ratio': 'ratio ∇ₓc (one classifier)', 'edm': 'D_fake − D_teacher (two EDM denoisers)',
-             'plain': 's_fake − s_teacher (two plain score nets)'}
+             'plain': 's_fake − s_teacher (two plain score nets)',
+             'ratio_pc': 'ratio, logit × σ_data/σ (an experiment: EDM-like output scaling)'}
     lines += ['## 1. Estimator bias on fixed q', '',
               'q **far**: the grid shrunk by 0.8 and shifted by (0.6, −0.4) (a generator early in training); q **near**: '
               'each point moved by 0.15 in a random direction (late in training). Each estimator of s_q − s_p trained '
@@ -675,6 +680,8 @@ def report(out, dry=False):
                                                                        ('grad_normalized', 'lower'))] + [
                             ('plain', 'sigma2', 'lower'), ('plain', 'cos', 'higher')]:
                         a, b = [v[m] for v in vals['ratio']], [v[m] for v in vals[comp]]
+                        if len(b) < 2:
+                            continue
                         n = min(len(a), len(b))
                         verdict, diff, se = compare(a[:n], b[:n], paired=True)
                         ma, mb = mean_sd(a[:n])[0], mean_sd(b[:n])[0]
@@ -694,6 +701,18 @@ def report(out, dry=False):
                                'the ratio is better' if verdict == 'lower' else 'the two networks are better')
                         words.append(f'q {qname}, σ {band}, σ²-weighted error: ratio {mean_sd(a[:n])[0]:.3f} vs two '
                                      f'EDM denoisers {mean_sd(b[:n])[0]:.3f}: {who}')
+                for comp in ('ratio', 'edm'):  # the experiment: does EDM-like output scaling close the gap?
+                    for m, better in (('sigma2', 'lower'), ('cos', 'higher')):
+                        a, b = [v[m] for v in vals['ratio_pc']], [v[m] for v in vals[comp]]
+                        n = min(len(a), len(b))
+                        if n < 2:
+                            continue
+                        verdict, diff, se = compare(a[:n], b[:n], paired=True)
+                        who = ('no difference beyond 2 SE' if verdict not in ('lower', 'higher') else
+                               'ratio_pc is better' if verdict == better else f'{comp} is better')
+                        words.append(f'q {qname}, {names[m]}: the experiment ratio_pc {mean_sd(a[:n])[0]:.3f} vs '
+                                     f'{comp} {mean_sd(b[:n])[0]:.3f} ({n} seeds, paired difference {diff:+.3f} ± SE '
+                                     f'{se:.3f}): {who}')
             # error against training for this size
             fig = f'static_{size}_{qname}.png'
             series = {}
@@ -702,10 +721,18 @@ def report(out, dry=False):
                           for r in (rec(f'static:{size}:{s}:{k}:{qname}') for s in seeds) if r]
                 if curves:
                     xs = [x for x, _ in curves[0]]
-                    series[f'{k} σ²'] = [(x, mean_sd([c[i][1] for c in curves])[0], min(c[i][1] for c in curves),
-                                          max(c[i][1] for c in curves)) for i, x in enumerate(xs)]
-            plot_curves(series, os.path.join(out, fig), 'updates (σ²-weighted relative error; seeds\' range as band)')
-            lines += [f'![σ²-weighted error against training, q {qname}, size {size}]({fig})', '']
+                    series[k] = [(x, mean_sd([c[i][1] for c in curves])[0], min(c[i][1] for c in curves),
+                                  max(c[i][1] for c in curves)) for i, x in enumerate(xs)]
+            plot_curves(series, os.path.join(out, fig), 'updates (sigma^2-weighted relative error; band: the seeds)')
+            band_fig, per_band = f'bands_{size}_{qname}.png', {}
+            for k in kinds:
+                finals = [v[f'sigma2_b{b}'] for v in vals[k] for b in range(len(BANDS) - 1)]
+                per_band[k] = [(b + 1, mean_sd(finals[b::len(BANDS) - 1])[0], min(finals[b::len(BANDS) - 1]),
+                                max(finals[b::len(BANDS) - 1])) for b in range(len(BANDS) - 1)] if vals[k] else []
+            plot_curves(per_band, os.path.join(out, band_fig), 'sigma band: ' + ', '.join(
+                f'{b + 1} = {lo:g}-{hi:g}' for b, (lo, hi) in enumerate(zip(BANDS[:-1], BANDS[1:]))))
+            lines += [f'| σ²-weighted error against training | per σ band, after {last} updates |', '|---|---|',
+                      f'| ![against training]({fig}) | ![per band]({band_fig}) |', '']
 
     # Part 2 -----------------------------------------------------------------------------------------
     cfg = E2E_DRY if dry else E2E
@@ -787,7 +814,7 @@ def report(out, dry=False):
               'classifier at its own lr, 1e-3) against each departure undone alone, and the specification '
               '(all four undone: σ² weight, EDM\'s full σ range, one classifier step, one lr), reverse KL, the same seeds:',
               '', '| arm | against sf_rkl (default), KL σ 0.1 | KL σ 0.3 |', '|---|---|---|']
-    for arm in ('sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x', 'sf_spec'):
+    for arm in ('sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x', 'sf_spec', 'sf_cls_precond'):
         row = []
         for c in ('kl_0.1', 'kl_0.3'):
             verdict, diff, se = compare([v[c] for v in finals[arm]], [v[c] for v in finals['sf_rkl']])
@@ -796,6 +823,9 @@ def report(out, dry=False):
         words.append(f'{arm} against the default: KL σ 0.3 {row[1]}')
     verdict, diff, se = compare([v['kl_0.3'] for v in finals['sf_spec']], [v['kl_0.3'] for v in finals['di']])
     words.append(f'the specification (sf_spec) against di, KL σ 0.3: {verdict} ({diff:+.4f} ± SE {se:.4f})')
+    verdict, diff, se = compare([v['kl_0.3'] for v in finals['sf_cls_precond']], [v['kl_0.3'] for v in finals['di']])
+    words.append(f'the experiment sf_cls_precond (part 1\'s ratio_pc classifier) against di, KL σ 0.3: {verdict} '
+                 f'({diff:+.4f} ± SE {se:.4f})')
     lines.append('')
 
     # Part 4 -----------------------------------------------------------------------------------------

@@ -668,7 +668,7 @@ def plot_curves(series, path, xlabel, size=(760, 460)):
     for i in range(5):
         v = ymin + (ymax - ymin) * i / 4
         d.line([left - 4, Y(v), left, Y(v)], fill='black')
-        d.text((4, Y(v) - 6), f'{v:.0f}', fill='black')
+        d.text((4, Y(v) - 6), f'{v:.0f}' if ymax - ymin > 20 else f'{v:.3g}', fill='black')
     step = 10 ** math.floor(math.log10(xmax / 4))  # x ticks at a round step: 1, 2, 4 or 5 × a power of ten
     step *= next(m for m in (1, 2, 4, 5, 10) if m * step >= xmax / 4)
     for i in range(int(xmax / step + 1e-9) + 1):
