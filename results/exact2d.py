@@ -335,6 +335,7 @@ ARMS = {  # name: (method, overrides of the default recipe)
     'sf_cls_precond': ('score_free', dict(cls_precond=True)),       # an experiment: the classifier of part 1's ratio_pc
 }
 GEN_LRS = [3e-5, 1e-4, 3e-4]  # every method's generator lr is chosen from these by the same rule (tune_lr)
+LONG = dict(steps=10000, evals=[0, 1000, 2000, 4000, 7000, 10000], seeds=[0, 1, 2])  # where the curves go
 
 
 def train_teacher(cfg, seed, work):
@@ -537,6 +538,14 @@ def run(args):
                 G.load_state_dict(state['G']), cls.load_state_dict(state['cls'])
                 return {'ks': VERIFIER_KS, **verifier_metrics(G.eval(), cls.eval(), cfg, VERIFIER_KS)}
             todo.append((f'verifier:{arm}:{seed}', vjob))
+    for arm in ('di', 'sf_rkl'):
+        for seed in LONG['seeds'][:1] if dry else LONG['seeds']:
+            def ljob(arm=arm, seed=seed):
+                lr = chosen_lr(records, 'di' if arm == 'di' else 'sf_rkl')
+                long = dict(cfg, steps=LONG['steps'] // (100 if dry else 1),
+                            evals=[e // (100 if dry else 1) for e in LONG['evals']])
+                return {'lr': lr, **train_arm(arm, lr, seed, long, work)[0]}
+            todo.append((f'long:{arm}:{seed}', ljob))
     todo += [job for job in static if ':ratio_pc:' in job[0]] + [job for job in static if ':full:' in job[0]]
     for name, fn in todo:
         if load_record(records, name) is not None:
@@ -794,8 +803,29 @@ def report(out, dry=False):
             series[arm] = [(pt['step'], mean_sd([c[i]['kl_0.3'] for c in curves])[0],
                             min(c[i]['kl_0.3'] for c in curves), max(c[i]['kl_0.3'] for c in curves))
                            for i, pt in enumerate(curves[0])]
-    plot_curves(series, os.path.join(out, 'e2e_kl.png'), 'generator steps (KL(q_σ ‖ p_σ) at σ 0.3)')
+    plot_curves(series, os.path.join(out, 'e2e_kl.png'), 'generator steps (KL at sigma 0.3)')
     lines += ['![KL at σ 0.3 against generator steps](e2e_kl.png)', '']
+    long_runs = {arm: [r for r in (rec(f'long:{arm}:{s}') for s in LONG['seeds']) if r] for arm in ('di', 'sf_rkl')}
+    if any(long_runs.values()):
+        steps = [pt['step'] for pt in next(r for rs in long_runs.values() for r in rs)['curve']]
+        lines += [f'The longer pair ({LONG["steps"]} generator steps, seeds {LONG["seeds"]}, the same lr and flags): KL at '
+                  'σ 0.3 / covered along training:', '', '| arm | seeds | ' + ' | '.join(f'step {s}' for s in steps) + ' |',
+                  '|---|---|' + '---|' * len(steps)]
+        for arm, rs in long_runs.items():
+            lines.append(f'| {arm} | {len(rs)} | ' + ' | '.join(
+                cell([r['curve'][i]['kl_0.3'] for r in rs if len(r['curve']) > i], 3) + ' / ' +
+                cell([r['curve'][i]['covered'] for r in rs if len(r['curve']) > i], 2) for i in range(len(steps))) + ' |')
+        long_series = {arm: [(pt['step'], mean_sd([r['curve'][i]['kl_0.3'] for r in rs])[0],
+                              min(r['curve'][i]['kl_0.3'] for r in rs), max(r['curve'][i]['kl_0.3'] for r in rs))
+                             for i, pt in enumerate(rs[0]['curve'])] for arm, rs in long_runs.items()
+                       if rs and all(len(r['curve']) == len(rs[0]['curve']) for r in rs)}
+        plot_curves(long_series, os.path.join(out, 'long_kl.png'), 'generator steps (KL at sigma 0.3, the longer pair)')
+        lines += ['', '![KL at σ 0.3, the longer pair](long_kl.png)']
+        lines.append('')
+        fin = {arm: [r['curve'][-1] for r in rs if r['curve'][-1]['step'] == steps[-1]] for arm, rs in long_runs.items()}
+        verdict, diff, se = compare([v['kl_0.3'] for v in fin['sf_rkl']], [v['kl_0.3'] for v in fin['di']])
+        words.append(f'after {LONG["steps"]} steps (the longer pair), sf_rkl against di, KL σ 0.3: {verdict} '
+                     f'({diff:+.4f} ± SE {se:.4f})')
     pics = {}
     if t and 'heun_points' in t:
         pics['teacher (Heun)'] = t['heun_points']
