@@ -711,7 +711,9 @@ def report(args):
     rel = os.path.relpath(figs, outdir)
     L = [f'# Results: the paper\'s claims on real images ({args.tier} tier)', '',
          f'Made by `python results/study.py report --tier {args.tier}` from the records of `python results/study.py '
-         f'run --tier {args.tier}` (`{os.path.relpath(p["records"], ROOT)}`); no number here is typed by hand.', '',
+         f'run --tier {args.tier}` (`{os.path.relpath(p["records"], ROOT)}`); no number here is typed by hand. '
+         'Where every score is known, the same estimators and iterations are measured exactly on a 2-D mixture: '
+         '[exact2d/README.md](exact2d/README.md) (`results/exact2d.py`).', '',
          '**Data**: the JPEG copy of CIFAR-10 (lossy, so these FIDs compare only with each other, never with '
          f'published CIFAR-10 numbers). **FID**: real Inception weights, TF pipeline, {metric} of fixed sample seeds '
          f'against {cfg["per_class"]} training images per class (and, marked "test", {cfg["per_class"]} test images '
