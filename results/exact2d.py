@@ -546,7 +546,8 @@ def run(args):
                             evals=[e // (100 if dry else 1) for e in LONG['evals']])
                 return {'lr': lr, **train_arm(arm, lr, seed, long, work)[0]}
             todo.append((f'long:{arm}:{seed}', ljob))
-    todo += [job for job in static if ':ratio_pc:' in job[0]] + [job for job in static if ':full:' in job[0]]
+    full = [job for job in static if ':full:' in job[0]]  # the two estimators of the question first, plain nets last
+    todo += [job for job in static if ':ratio_pc:' in job[0]] + sorted(full, key=lambda job: ':plain:' in job[0])
     for name, fn in todo:
         if load_record(records, name) is not None:
             continue

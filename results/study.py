@@ -2,6 +2,8 @@
 
   python results/study.py run        run (or resume) the CPU tier: every finished job is skipped, one job at a time
   python results/study.py report     turn its records into results/README.md and its figures
+  python results/study.py run --tier fmnist && python results/study.py report --tier fmnist
+                                     the Fashion-MNIST tier (samples a person recognises): results/README_fmnist.md
   GPU tier (one device call, results/gpu.sh STAGES=study; FID points travel as sample zips), then here:
   python results/study.py unpack --tier gpu FILE.tar ... && python results/study.py fid --tier gpu
   python results/study.py report --tier gpu
@@ -18,7 +20,9 @@ plus one longer pair per teacher (di and sf_rkl of seed 0 to 48 kimg), the metri
 three sets of sample seeds) and the ratio as a verifier (k candidates per image, two rules, two snapshots).
 Each job's small outputs (logs, FIDs, grids; no checkpoints but the teachers' EMA weights) are kept in
 results/study_<tier>/records, which is committed, so that a later session continues where this one stopped.
-Data: the JPEG copy of CIFAR-10 in ../shared/data is lossy, so its FIDs compare only with each other.
+Data: the JPEG copy of CIFAR-10 in ../shared/data is lossy, so its FIDs compare only with each other. The
+Fashion-MNIST tier adds the teachers' FID along training, each method's lr tuned on one grid, precision and recall
+beside every FID, and the recipe arms (the specification's setting, each departure of the default undone alone).
 """
 import argparse
 import collections
@@ -51,7 +55,7 @@ RULES = [('2', 'sf_rkl', 'di', 1.10), ('3', 'sf_rkl', 'init_random', 1 / 1.10), 
 
 TIERS = {
     'cpu': dict(
-        teacher=['--preset', 'tiny', '--batch', '64', '--lr', '1e-3', '--lr-rampup-kimg', '10',
+        data='cifar10-jpeg', teacher=['--preset', 'tiny', '--batch', '64', '--lr', '1e-3', '--lr-rampup-kimg', '10',
                  '--ema-halflife-kimg', '10', '--total-kimg', '120', '--tick-kimg', '10', '--snapshot-ticks', '4'],
         arm=['--batch', '64', '--ema-halflife-kimg', '2', '--total-kimg', '16', '--tick-kimg', '4',
              '--snapshot-ticks', '2'],
@@ -61,6 +65,22 @@ TIERS = {
         teachers=dict(A=0, B=1), seeds=(0, 1, 2), per_class=200, fid_num=1000, device='cpu', long_kimg=48,
         arms_on=dict(A=None, B=('di', 'sf_rkl', 'sf_js')),  # None: every arm
         verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True)),
+    # Fashion-MNIST: the first tier whose samples a person recognises (issue: the CIFAR tier's teachers make blobs).
+    # The teachers' FID is measured along their training (FID against minutes); each method's generator lr is chosen
+    # by the same grid on teacher A with a seed kept out of the study (TUNE); precision and recall beside every FID.
+    'fmnist': dict(
+        data='fashion-mnist', teacher_fid=True, pr=True,
+        teacher=['--preset', 'tiny', '--batch', '64', '--lr', '1e-3', '--lr-rampup-kimg', '10',
+                 '--ema-halflife-kimg', '10', '--total-kimg', '300', '--tick-kimg', '25', '--snapshot-ticks', '2'],
+        arm=['--batch', '64', '--ema-halflife-kimg', '2', '--total-kimg', '16', '--tick-kimg', '4',
+             '--snapshot-ticks', '2'],
+        lr='tune',
+        init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
+        teachers=dict(A=0, B=1), seeds=(0, 1, 2), per_class=200, fid_num=1000, device='cpu', long_kimg=48,
+        arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'init_random', 'init_mapping', 'init_single_sigma', 'init_io_reinit',
+                        'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x'),
+                     B=('di', 'sf_rkl', 'sf_js')),  # sf_fkl left out for the budget (the CIFAR tier has it)
+        verifier=dict(ks=(4,), rules=('resample',), seeds=(0, 1, 2), test_ref=True)),
     # One device call of at most 10 minutes (no network, no Inception weights there): budgets in seconds, sized by
     # two results/bench.py runs on the device (every arm the same kimg, by Diff-Instruct, the slowest); FID points
     # save their images (--fid-ref samples) and `study.py fid` measures them here. One teacher, one seed.
@@ -78,6 +98,10 @@ TIERS = {
         arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'init_random', 'init_mapping', 'init_single_sigma')),
         verifier=dict(ks=(2, 4, 8), rules=('resample',), seeds=(0,), test_ref=False)),
 }
+TIERS['gpu']['data'] = 'cifar10-jpeg'
+# Tuning (tiers with lr='tune'): each method's generator lr from one grid, by the FID at the budget of a run from
+# teacher A with a training seed the study does not use; the lowest wins. The same grid and seed for every method.
+TUNE = dict(lrs=('1e-5', '3e-5', '1e-4'), seed=100, arms=dict(diff_instruct='di', score_free='sf_rkl'))
 
 
 def set_flags(flag_list, **values):
@@ -102,6 +126,10 @@ TIERS['cpu_dry'] = dict(TIERS['cpu'], per_class=2, fid_num=16, long_kimg=0.128, 
                                       ema_halflife_kimg='0.016'),
                         init=set_flags(TIERS['cpu']['init'], init_kimg='0.032', init_batch='16', mapping_pairs='16'),
                         verifier=dict(TIERS['cpu']['verifier'], ks=(2,), seeds=(0, 1)))
+# The Fashion-MNIST tier's plumbing in minutes (tuning, teacher curves, precision/recall): `run --tier fmnist_dry`.
+TIERS['fmnist_dry'] = dict(TIERS['cpu_dry'], data='fashion-mnist', teacher_fid=True, pr=True, lr='tune',
+                           teacher=set_flags(TIERS['cpu_dry']['teacher'], snapshot_ticks='1'),
+                           verifier=dict(TIERS['fmnist']['verifier'], seeds=(0, 1)))
 # name -> (claim, script, extra flags). Every arm also gets the tier's `arm` flags and its teacher.
 ARMS = {
     'di': ('2', 'diff_instruct.py', []),
@@ -112,17 +140,28 @@ ARMS = {
     'init_mapping': ('4', 'scratch_init.py', ['--arms', 'mapping']),
     'init_single_sigma': ('4', 'scratch_init.py', ['--arms', 'single_sigma']),
     'init_io_reinit': ('4', 'scratch_init.py', ['--arms', 'io_reinit']),
+    # The recipe: the specification's exact setting, then each departure of the default undone alone ({lr}: the
+    # generator's). Score-free reverse KL on teacher A, against sf_rkl (the default).
+    'sf_spec': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--weight', 'sigma2', '--gen-sigma-max', 'inf',
+                                            '--cls-steps', '1', '--cls-lr', '{lr}']),
+    'sf_weight_sigma2': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--weight', 'sigma2']),
+    'sf_sigma_inf': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--gen-sigma-max', 'inf']),
+    'sf_cls_steps_1': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--cls-steps', '1']),
+    'sf_cls_lr_1x': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--cls-lr', '{lr}']),
 }
 CLAIM2 = ('di', 'sf_rkl', 'sf_js', 'sf_fkl')
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # where the verifier's classifier is scored
 
 
 def paths(args):
-    base = os.path.join(args.runs, args.tier)
+    """Where a tier's work, records, references and data are. data: a file (the JPEG copy of CIFAR-10 in ../shared)
+    or a name the scripts load themselves (fashion-mnist: Debian's package or the official download)."""
+    base, name = os.path.join(args.runs, args.tier), TIERS[args.tier]['data']
+    jpeg = lambda split: os.path.join(SHARED, 'data', f'cifar10-jpeg-{split}.zip')  # noqa: E731
     return dict(base=base, records=args.records or os.path.join(ROOT, 'results', f'study_{args.tier}', 'records'),
                 ref=os.path.join(base, 'ref_train.npz'), ref_test=os.path.join(base, 'ref_test.npz'),
-                data=os.path.join(SHARED, 'data', 'cifar10-jpeg-train.zip'),
-                test_data=os.path.join(SHARED, 'data', 'cifar10-jpeg-test.zip'),
+                data=jpeg('train') if name == 'cifar10-jpeg' else name,
+                test_data=jpeg('test') if name == 'cifar10-jpeg' else name,
                 inception=os.path.join(SHARED, 'fid', 'inception-2015-12-05.pt'))
 
 
@@ -181,7 +220,9 @@ def fid_calc(p, args, out_json, extra, ref=None, wall_s=None, cmd=('fid.py', 'ca
     t0 = time.time()
     sh(list(cmd) + ['--ref', ref or p['ref'], '--inception', p['inception'], '--device', args.device_flag] + extra, log)
     name, value = re.findall(r'^(fid\S+) ([\d.]+)$', open(log).read(), re.MULTILINE)[-1]
+    pr = re.findall(r'^precision ([\d.]+)  recall ([\d.]+)$', open(log).read(), re.MULTILINE)  # with --pr 1
     write_json(out_json, {'metric': name, 'value': float(value),
+                          **({'precision': float(pr[-1][0]), 'recall': float(pr[-1][1])} if pr else {}),
                           'wall_s': round(time.time() - t0, 1) if wall_s is None else wall_s})
 
 
@@ -230,9 +271,13 @@ def flag_value(flag_list, name):
     return flag_list[flag_list.index(name) + 1]
 
 
-def arm_command(name, cfg, p, teacher_ckpt, outdir, seed, fid_num, budget=None):
-    """(the command line of one arm, the one-step method it trains): the arm's flags, then the tier's."""
+def arm_command(name, cfg, p, teacher_ckpt, outdir, seed, fid_num, budget=None, lrs=None):
+    """(the command line of one arm, the one-step method it trains): the arm's flags, then the tier's. lrs: the
+    generator lr per method (default: the tier's)."""
     claim, script, extra = ARMS[name]
+    method = 'score_free' if script == 'scratch_init.py' else script[:-3]
+    lr = (lrs or cfg['lr'])[method]
+    extra = [f.format(lr=lr) for f in extra]
     if script == 'scratch_init.py':
         cmd = [script, '--method', 'score_free', '--outdir', os.path.dirname(outdir), '--fid-at-start', '1'] + extra
         init = flags(cfg, 'init', budget)  # each arm gets the pre-training flags it uses (scratch_init refuses others)
@@ -241,13 +286,12 @@ def arm_command(name, cfg, p, teacher_ckpt, outdir, seed, fid_num, budget=None):
                 cmd += [flag, value]
     else:
         cmd = [script, '--outdir', outdir] + extra
-    method = 'score_free' if script == 'scratch_init.py' else script[:-3]
     fid = ['--fid-ref', 'samples'] if cfg.get('fid') == 'samples' else ['--fid-ref', p['ref'], '--inception',
                                                                          p['inception']]
     cmd += ['--dataset', p['data'], '--teacher', teacher_ckpt, '--device', cfg['device'], '--fid-num', fid_num,
-            '--lr', cfg['lr'][method], '--seed', str(seed)] + fid + flags(cfg, 'arm', budget)
+            '--lr', lr, '--seed', str(seed)] + fid + flags(cfg, 'arm', budget)
     if method == 'diff_instruct':
-        cmd += ['--fake-lr', cfg['lr'][method]]  # the fake score at the generator's lr, as in the pilot
+        cmd += ['--fake-lr', lr]  # the fake score at the generator's lr, as in the pilot
     return cmd, method
 
 
@@ -260,22 +304,30 @@ def run_teacher(cfg, p, args, name, seed, budget):
     log and Heun FID in the records."""
     rec = os.path.join(p['records'], name, 'teacher')
     ckpt = os.path.join(rec, 'teacher.pt')
+    fid_num = str(args.fid_num or cfg['fid_num'])
     if not os.path.isfile(ckpt):
         work = os.path.join(p['base'], name, 'teacher')
         resume = ['--resume', 'auto'] if os.path.isfile(os.path.join(work, 'checkpoint.pt')) else []
-        sh(['teacher.py', '--dataset', p['data'], '--fid-ref', 'none', '--device', cfg['device'], '--outdir', work,
-            '--seed', str(seed)] + flags(cfg, 'teacher', budget) + resume, os.path.join(p['base'], f'teacher_{name}.log'))
+        fid = (['--fid-ref', p['ref'], '--inception', p['inception'], '--fid-num', fid_num] if cfg.get('teacher_fid')
+               else ['--fid-ref', 'none'])  # teacher_fid: its FID at every snapshot, against training time
+        sh(['teacher.py', '--dataset', p['data'], '--device', cfg['device'], '--outdir', work, '--seed', str(seed)]
+           + fid + flags(cfg, 'teacher', budget) + resume, os.path.join(p['base'], f'teacher_{name}.log'))
         sys.path.insert(0, ROOT)
         import common
         full = common.load_checkpoint(os.path.join(work, 'checkpoint.pt'), 'teacher')
         os.makedirs(rec, exist_ok=True)
         shutil.copy(os.path.join(work, 'log.jsonl'), rec)
+        shutil.copy(sorted(glob.glob(os.path.join(work, 'fakes_*.png')))[-1], os.path.join(rec, 'grid.png'))
         common.save_checkpoint(ckpt, {k: full[k] for k in ('kind', 'config', 'net_config', 'ema', 'cur_nimg')})
-    fid_num = str(args.fid_num or cfg['fid_num'])  # its Heun FID, as every arm's (skipped once measured)
+    # its Heun FID, as every arm's (skipped once measured); with pr, precision and recall, and against test images
+    pr = ['--pr', '1'] if cfg.get('pr') else []
     if cfg.get('fid') == 'samples':
         sample_step(args, os.path.join(rec, 'fid', 'train.zip'), ['--ckpt', ckpt, '--num', fid_num])
     else:
-        fid_calc(p, args, os.path.join(rec, 'fid', 'train.json'), ['--ckpt', ckpt, '--num', fid_num])
+        fid_calc(p, args, os.path.join(rec, 'fid', 'train.json'), ['--ckpt', ckpt, '--num', fid_num] + pr)
+    if cfg.get('teacher_fid') and cfg['verifier']['test_ref']:
+        fid_calc(p, args, os.path.join(rec, 'fid', 'test.json'), ['--ckpt', ckpt, '--num', fid_num] + pr,
+                 ref=p['ref_test'])
     return ckpt
 
 
@@ -283,7 +335,8 @@ def make_refs(cfg, p):
     for data, out, split in ((p['data'], p['ref'], 'train'), (p['test_data'], p['ref_test'], 'test')):
         if not os.path.isfile(out) and (split == 'train' or cfg['verifier']['test_ref']):
             sh(['fid.py', 'ref', '--dataset', data, '--split', split, '--per-class', str(cfg['per_class']),
-                '--inception', p['inception'], '--out', out, '--device', cfg['device']],
+                '--inception', p['inception'], '--out', out, '--device', cfg['device']]
+               + (['--features', '1'] if cfg.get('pr') else []),
                os.path.join(p['base'], f'ref_{split}.log'))
 
 
@@ -298,21 +351,22 @@ def record(work, rec, keep_grids):
         shutil.copy(f, os.path.join(rec, 'fid'))
 
 
-def run_job(cfg, p, args, teacher, arm, seed, budget):
+def run_job(cfg, p, args, teacher, arm, seed, budget, lrs=None, rec=None):
     """One arm run of one seed from one teacher, with what is measured on it; skipped once its record is done.
     The run goes in stages, each a --resume of the last (so its middle and last generators can be measured):
-    to half the budget, to the budget, and (the longer pair: di and sf_rkl of the first seed) on to long_kimg."""
-    rec = os.path.join(p['records'], teacher, arm, f'seed{seed}')
+    to half the budget, to the budget, and (the longer pair: di and sf_rkl of the first seed) on to long_kimg.
+    lrs: the generator lr per method (default: the tier's); rec: the record folder (default: teacher/arm/seed)."""
+    rec = rec or os.path.join(p['records'], teacher, arm, f'seed{seed}')
     if os.path.isfile(os.path.join(rec, 'done.json')):
         return
     claim, script, extra = ARMS[arm]
-    work = os.path.join(p['base'], teacher, arm, f'seed{seed}')
+    work = os.path.join(p['base'], os.path.relpath(rec, p['records']))
     out = os.path.join(work, extra[1]) if script == 'scratch_init.py' else work
     for folder in (work, rec):  # a job starts clean: what a half-done one left (here or in the records) is gone
         shutil.rmtree(folder, ignore_errors=True)
     teacher_ckpt = run_teacher(cfg, p, args, teacher, cfg['teachers'][teacher], budget)
     fid_num = str(args.fid_num or cfg['fid_num'])
-    cmd, method = arm_command(arm, cfg, p, teacher_ckpt, out, seed, fid_num, budget)
+    cmd, method = arm_command(arm, cfg, p, teacher_ckpt, out, seed, fid_num, budget, lrs)
     budget_kimg = float(flag_value(cmd, '--total-kimg'))
     stages = [budget_kimg] if script == 'scratch_init.py' else [budget_kimg / 2, budget_kimg]
     long_run = cfg['long_kimg'] and seed == cfg['seeds'][0] and arm in ('di', 'sf_rkl')
@@ -321,12 +375,15 @@ def run_job(cfg, p, args, teacher, arm, seed, budget):
     walls, log = [], os.path.join(work, 'job.log')
     for i, kimg in enumerate(stages):
         walls.append(round(sh(set_flags(cmd, total_kimg=f'{kimg:g}') + (['--resume', 'auto'] if i else []), log), 1))
-        if script != 'scratch_init.py' and (measured or arm in CLAIM2):
+        if script != 'scratch_init.py' and (measured or arm in CLAIM2 or cfg.get('pr')):
             shutil.copy(os.path.join(out, 'generator.pt'), os.path.join(work, f'generator_{kimg:g}kimg.pt'))
-    derived = os.path.join(rec, 'fid')
+    derived, pr = os.path.join(rec, 'fid'), ['--pr', '1'] if cfg.get('pr') else []
+    gen = os.path.join(out, 'generator.pt') if script == 'scratch_init.py' else os.path.join(
+        work, f'generator_{budget_kimg:g}kimg.pt')  # the budget's generator
+    if pr:  # its FID again (the same sample seeds as its curve's point) with precision and recall
+        fid_calc(p, args, os.path.join(derived, 'pr.json'), ['--ckpt', gen, '--num', fid_num] + pr)
     if arm in CLAIM2 and cfg['verifier']['test_ref']:  # the budget's generator against held-out test images
-        gen = os.path.join(work, f'generator_{budget_kimg:g}kimg.pt')
-        fid_calc(p, args, os.path.join(derived, 'test.json'), ['--ckpt', gen, '--num', fid_num], ref=p['ref_test'])
+        fid_calc(p, args, os.path.join(derived, 'test.json'), ['--ckpt', gen, '--num', fid_num] + pr, ref=p['ref_test'])
     if arm == 'sf_rkl' and cfg.get('fid') != 'samples':  # its classifier per σ, on both teachers (to compare them)
         for kimg in (budget_kimg / 2, budget_kimg):
             gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
@@ -407,10 +464,28 @@ def chosen_sigma(p, budget_kimg):
     return float(max((s for s in acc if float(s) != 0.1), key=lambda s: acc[s]['acc_fake'] + acc[s]['acc_real']))
 
 
+def tune_record(p, arm, lr):
+    return os.path.join(p['records'], 'tune', arm, f'lr{lr}', f'seed{TUNE["seed"]}')
+
+
+def chosen_lrs(cfg, p, budget=None):
+    """{method: lr} of a tier: its fixed lrs, or (lr='tune') the TUNE grid's lowest FID at the budget; None while a
+    tuning run is missing. Also {method: {lr: FID}} of the grid."""
+    if cfg['lr'] != 'tune':
+        return cfg['lr'], {}
+    budget_kimg = float(flag_value(flags(cfg, 'arm', budget), '--total-kimg'))
+    grid = {method: {lr: (read_run(tune_record(p, arm, lr)) or {}).get('curve') for lr in TUNE['lrs']}
+            for method, arm in TUNE['arms'].items()}
+    grid = {m: {lr: at(c, budget_kimg) if c else None for lr, c in g.items()} for m, g in grid.items()}
+    if any(v is None for g in grid.values() for v in g.values()):
+        return None, grid
+    return {m: min(g, key=g.get) for m, g in grid.items()}, grid
+
+
 def run(args):
     cfg, p = TIERS[args.tier], paths(args)
     samples = cfg.get('fid') == 'samples'
-    for f in [p['data']] + ([] if samples else [p['inception']]):
+    for f in ([p['data']] if os.path.isabs(p['data']) else []) + ([] if samples else [p['inception']]):
         if not os.path.isfile(f):
             raise SystemExit(f'error: {f} not found: the study needs ../shared (set SHARED=... to its location)')
     os.makedirs(p['base'], exist_ok=True)
@@ -418,9 +493,14 @@ def run(args):
     budget = measure_budget(cfg, p) if 'seconds' in cfg else None
     if not samples:
         make_refs(cfg, p)
+    if cfg['lr'] == 'tune':  # each method's lr first: the same grid, teacher and held-out seed for each
+        for method, arm in TUNE['arms'].items():
+            for lr in TUNE['lrs']:
+                run_job(cfg, p, args, 'A', arm, TUNE['seed'], budget, {method: lr}, tune_record(p, arm, lr))
+    lrs = chosen_lrs(cfg, p, budget)[0]
     todo = [j for j in jobs(cfg) if not args.only or f'{j[0]}/{j[1]}' in args.only or j[1] in args.only]
     for teacher, arm, seed in todo:
-        run_job(cfg, p, args, teacher, arm, seed, budget)
+        run_job(cfg, p, args, teacher, arm, seed, budget, lrs)
     print(f'study ({args.tier}): {len(todo)} jobs done; python results/study.py report --tier {args.tier}')
 
 
@@ -504,11 +584,13 @@ def read_run(rec):
     done = load_json(os.path.join(rec, 'done.json'))
     fid = {os.path.basename(f)[:-5]: json.load(open(f))['value']
            for f in glob.glob(os.path.join(rec, 'fid', '*.json')) if not f.endswith('_wall.json')}
+    pr = {n: (v['precision'], v['recall']) for n, v in ((os.path.basename(f)[:-5], json.load(open(f)))
+                                                        for f in glob.glob(os.path.join(rec, 'fid', '*.json'))) if 'recall' in v}
     accuracy = {os.path.basename(f)[:-9]: json.load(open(f)) for f in glob.glob(os.path.join(rec, 'accuracy', '*.json'))}
     points = sorted(set(points))  # (kimg, training seconds, FID), in the order they were measured
     return dict(curve=[(k, f) for k, _, f in points], seconds=[(t, f) for _, t, f in points], metric=metric,
                 done=done is not None, img_s=sum(x['img/s'] for x in ticks) / len(ticks) if ticks else float('nan'),
-                wall_s=(done or {}).get('wall_s', float('nan')), machine=(done or {}).get('machine'), fid=fid,
+                wall_s=(done or {}).get('wall_s', float('nan')), machine=(done or {}).get('machine'), fid=fid, pr=pr,
                 accuracy=accuracy,
                 grids=sorted(glob.glob(os.path.join(rec, 'fakes_[0-9]*.png'))),
                 init_grid=os.path.join(rec, 'fakes_init.png'))
@@ -709,17 +791,20 @@ def report(args):
     metric = next((r['metric'] for t in runs.values() for a in t.values() for r in a.values() if r['metric']), 'fid')
     start = [r['curve'][0][1] for r in runs.get('A', {}).get('sf_rkl', {}).values() if r['curve'] and r['curve'][0][0] == 0]
     rel = os.path.relpath(figs, outdir)
+    lrs, grid = chosen_lrs(cfg, p, budget)
     L = [f'# Results: the paper\'s claims on real images ({args.tier} tier)', '',
          f'Made by `python results/study.py report --tier {args.tier}` from the records of `python results/study.py '
          f'run --tier {args.tier}` (`{os.path.relpath(p["records"], ROOT)}`); no number here is typed by hand. '
          'Where every score is known, the same estimators and iterations are measured exactly on a 2-D mixture: '
          '[exact2d/README.md](exact2d/README.md) (`results/exact2d.py`).', '',
-         '**Data**: the JPEG copy of CIFAR-10 (lossy, so these FIDs compare only with each other, never with '
-         f'published CIFAR-10 numbers). **FID**: real Inception weights, TF pipeline, {metric} of fixed sample seeds '
+         DATA_WORDS[cfg['data']] + f' **FID**: real Inception weights, TF pipeline, {metric} of fixed sample seeds '
          f'against {cfg["per_class"]} training images per class (and, marked "test", {cfg["per_class"]} test images '
-         f'per class). **Teachers** {", ".join(f"{t} (`--seed {s}`)" for t, s in cfg["teachers"].items())}: `teacher.py '
+         'per class)' + ('; **precision / recall**: Kynkäänniemi et al. 2019 (k = 3) on the same Inception features '
+                         'against the same reference (recall near 0 is a collapsed generator)' if cfg.get('pr') else '')
+         + f'. **Teachers** {", ".join(f"{t} (`--seed {s}`)" for t, s in cfg["teachers"].items())}: `teacher.py '
          f'{" ".join(flags(cfg, "teacher", budget))}`. **Every arm**: `{" ".join(flags(cfg, "arm", budget))}` from '
-         'its teacher, the generator lr per method (' + ', '.join(f'{m} {lr}' for m, lr in cfg['lr'].items()) +
+         'its teacher, the generator lr per method (' + (', '.join(f'{m} {lr}' for m, lr in lrs.items()) if lrs else
+                                                          'not tuned yet') +
          '; Diff-Instruct\'s fake score at its lr), training seeds ' + ', '.join(map(str, cfg['seeds'])) +
          f' (scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first, as each uses).', '']
     device = load_json(os.path.join(p['records'], 'device.json'))
@@ -727,8 +812,16 @@ def report(args):
         L += [f'**Sized on the device** ({device["name"]}, torch {device["torch"]}): results/bench.py measured the '
               f'teacher at {budget["rates"]["teacher"]} and Diff-Instruct at {budget["rates"]["diff_instruct"]} img/s, '
               'which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items()) + ' into the kimg above.', '']
-    for t, fid in teachers.items():
-        L.append(f'Teacher {t}, Heun (35 evaluations): {fid["metric"] + " " + fmt(fid["value"], 2) if fid else "–"}.')
+    if grid:
+        L += [f'**Tuning**: each method\'s generator lr is the one of {", ".join(TUNE["lrs"])} with the lowest {metric} at '
+              f'{budget_kimg:g} kimg, from teacher A with training seed {TUNE["seed"]} (not a seed of the study): '
+              + '; '.join(f'{m} ' + ', '.join(f'lr {lr}: {fmt(v)}' for lr, v in g.items()) for m, g in grid.items())
+              + '.', '']
+    if cfg.get('teacher_fid'):
+        L += teacher_section(cfg, p, figs, rel, metric)
+    else:
+        for t, fid in teachers.items():
+            L.append(f'Teacher {t}, Heun (35 evaluations): {fid["metric"] + " " + fmt(fid["value"], 2) if fid else "–"}.')
     made = collections.Counter(r['machine'] or 'not recorded' for t in runs.values() for a in t.values()
                                for r in a.values())
     L += ['', 'Made on: ' + '; '.join(f'{m} ({n} runs)' for m, n in sorted(made.items())) + '. Wall times and img/s '
@@ -760,15 +853,18 @@ def report(args):
         L += [f'![FID curves, teacher {t}]({rel}/fid_curves_{t}.png)', '']
         kimgs = sorted({k for a in runs.get(t, {}).values() for r in a.values() for k, _ in r['curve'] if k <= (budget_kimg or 1e9)})
         L += [f'Teacher {t}: mean ± sd (values) over seeds; img/s and wall time per run are means.', '',
-              '| arm | claim | seeds | ' + ' | '.join(f'{metric} @ {k:g} kimg' for k in kimgs) + ' | test @ budget | img/s | wall (min) |',
-              '|---|---|---|' + '---|' * len(kimgs) + '---|---|---|']
+              '| arm | claim | seeds | ' + ' | '.join(f'{metric} @ {k:g} kimg' for k in kimgs) + ' | test @ budget | '
+              + ('precision @ budget | recall @ budget | ' if cfg.get('pr') else '') + 'img/s | wall (min) |',
+              '|---|---|---|' + '---|' * len(kimgs) + '---|---|---|' + '---|---|' * bool(cfg.get('pr'))]
         for a in ARMS:
             seeds = runs.get(t, {}).get(a, {})
             if not seeds:
                 continue
             cols = [cell([v for v in (at(r['curve'], k) for r in seeds.values()) if v is not None]) for k in kimgs]
             L.append(f'| {a} | {ARMS[a][0]} | {len(seeds)} | ' + ' | '.join(cols) +
-                     f' | {cell(final_fids(runs, t, a, budget_kimg, "test"))} | '
+                     f' | {cell(final_fids(runs, t, a, budget_kimg, "test"))} | ' +
+                     (''.join(f'{cell([r["pr"]["pr"][i] for r in seeds.values() if "pr" in r["pr"]], 3)} | '
+                              for i in (0, 1)) if cfg.get('pr') else '') +
                      f'{fmt(mean_sd([r["img_s"] for r in seeds.values()])[0])} | '
                      f'{fmt(mean_sd([r["wall_s"] / 60 for r in seeds.values()])[0])} |')
         missing = [f'{a} seed {s}' for (tt, a, s) in jobs(cfg) if tt == t and s not in runs.get(t, {}).get(a, {})]
@@ -797,6 +893,7 @@ def report(args):
         L += ['## The metric\'s own noise', '', f'One generator (sf_rkl, teacher A, seed 0, at {budget_kimg:g} kimg), '
               f'{metric} of three disjoint sets of sample seeds (from 0, ' + ', '.join(k[11:] for k in sets) +
               f'): {cell(vals, 2)}.', '']
+    L += recipe_section(runs, budget_kimg, metric)
     L += verifier_section(runs, cfg, budget_kimg, metric)
     L += accuracy_section(runs)
     warmups = [t for t in cfg['teachers'] if os.path.isfile(os.path.join(outdir, f'classifier_sigma_{t}.md'))]
@@ -816,6 +913,64 @@ def report(args):
     with open(os.path.join(outdir, 'README.md' if args.tier == 'cpu' else f'README_{args.tier}.md'), 'w') as f:
         f.write('\n'.join(L) + '\n')
     print(f'wrote {outdir}: {sum(len(a) for t in runs.values() for a in t.values())} runs')
+
+
+DATA_WORDS = {
+    'cifar10-jpeg': '**Data**: the JPEG copy of CIFAR-10 (lossy, so these FIDs compare only with each other, never with '
+                    'published CIFAR-10 numbers).',
+    'fashion-mnist': '**Data**: Fashion-MNIST (the official files, 28×28 grey, zero-padded to 32×32; the grey image '
+                     'enters Inception as three equal channels, as the usual Fashion-MNIST FIDs do).',
+}
+
+
+def teacher_section(cfg, p, figs, rel, metric):
+    """The teachers: FID against training minutes (measured at every snapshot), the final Heun FID against training
+    and test images with precision and recall, and a grid of each."""
+    L = ['## The teachers', '', f'Heun (35 evaluations), {metric} of the EMA weights at every snapshot of training, '
+         'against training minutes (the progress lines\' seconds, FID time left out); the final weights against '
+         'training and test images.', '', f'| teacher | kimg | minutes | {metric} train | precision | recall | '
+         f'{metric} test | precision | recall |', '|---|---|---|---|---|---|---|---|---|']
+    series, curves = {}, []
+    for t in cfg['teachers']:
+        rec = os.path.join(p['records'], t, 'teacher')
+        run = read_run(rec)
+        if not run or not run['curve']:
+            continue
+        fids = [load_json(os.path.join(rec, 'fid', f'{s}.json')) or {} for s in ('train', 'test')]
+        series[f'teacher {t}'] = [(sec / 60, f, f, f) for sec, f in run['seconds']]
+        L.append(f'| {t} | {run["curve"][-1][0]:g} | {run["seconds"][-1][0] / 60:.0f} | ' + ' | '.join(
+            f'{fmt(f.get("value"))} | {fmt(f.get("precision"), 3)} | {fmt(f.get("recall"), 3)}' for f in fids) + ' |')
+        curves.append(f'- teacher {t}: ' + ', '.join(f'{k:g} kimg {v:.1f} ({sec / 60:.0f} min)'
+                                                    for (k, v), (sec, _) in zip(run['curve'], run['seconds'])))
+    if not series:
+        return L + ['', 'No teacher trained yet.', '']
+    plot_curves(series, os.path.join(figs, 'teacher_minutes.png'), 'training minutes (FID time excluded)')
+    L += [''] + curves + ['', f'![teacher FID against minutes]({rel}/teacher_minutes.png)', '']
+    for t in cfg['teachers']:
+        grid = os.path.join(p['records'], t, 'teacher', 'grid.png')
+        if os.path.isfile(grid):
+            shutil.copyfile(grid, os.path.join(figs, f'grid_teacher_{t}.png'))
+            L += [f'teacher {t}: ![teacher {t}]({rel}/grid_teacher_{t}.png)', '']
+    return L
+
+
+def recipe_section(runs, budget_kimg, metric):
+    """The recipe arms against the default (sf_rkl) on teacher A, by the study's rule at f = 1."""
+    default = final_fids(runs, 'A', 'sf_rkl', budget_kimg)
+    arms = [a for a in ARMS if ARMS[a][0] == 'recipe' and runs.get('A', {}).get(a)]
+    if not arms:
+        return []
+    L = ['## The recipe (teacher A)', '', 'The specification\'s exact setting and each departure of the default undone '
+         f'alone, against the default (sf_rkl), {metric} at {budget_kimg:g} kimg; lower is better, by the study\'s rule '
+         'with f = 1 (a difference beyond twice its standard error).', '',
+         '| arm | flags | ' + metric + ' | against the default |', '|---|---|---|---|',
+         f'| sf_rkl (default) | | {cell(default)} | |']
+    for a in arms:
+        x = final_fids(runs, 'A', a, budget_kimg)
+        verdict, d, se = judge(x, default, 1.0)
+        words = {'holds': 'better', 'did not hold': 'worse'}.get(verdict, 'no difference beyond 2 SE')
+        L.append(f'| {a} | `{" ".join(ARMS[a][2])}` | {cell(x)} | {words} (difference {fmt(d)} ± SE {fmt(se)}) |')
+    return L + ['']
 
 
 def paired(d):

@@ -194,15 +194,63 @@ def test_every_arm_command_parses_with_the_pilots_learning_rate_per_method():
     for tier, cfg in study.TIERS.items():
         p = study.paths(type('Args', (), dict(runs='/nonexistent/runs', tier=tier, records=None)))
         budget = study.size_budget(cfg, {'teacher': 5000.0, 'diff_instruct': 2000.0}) if 'seconds' in cfg else None
+        lrs = dict(diff_instruct='3e-5', score_free='1e-5') if cfg['lr'] == 'tune' else cfg['lr']
         for name in study.ARMS:
-            cmd, method = study.arm_command(name, cfg, p, 'teacher.pt', '/nonexistent/out', 1, '1000', budget)
+            cmd, method = study.arm_command(name, cfg, p, 'teacher.pt', '/nonexistent/out', 1, '1000', budget,
+                                            lrs if cfg['lr'] == 'tune' else None)
             args = parsers[cmd[0]](cmd[1:])
-            assert args.lr == float(cfg['lr'][method]) and args.seed == 1, (tier, name)
+            assert args.lr == float(lrs[method]) and args.seed == 1, (tier, name)
             assert args.fid_ref == ('samples' if budget else p['ref'])
             if method == 'diff_instruct':
                 assert args.fake_lr == args.lr
-            else:
-                assert args.weight == 'normalized' and args.gen_sigma_max == 2.0 and args.cls_steps == 2
+                continue
+            recipe = (args.weight, args.gen_sigma_max, args.cls_steps, args.cls_lr)
+            assert recipe == {  # the default, or the spec, or one departure undone (the classifier at the generator's lr)
+                'sf_spec': ('sigma2', math.inf, 1, args.lr), 'sf_weight_sigma2': ('sigma2', 2.0, 2, 1e-3),
+                'sf_sigma_inf': ('normalized', math.inf, 2, 1e-3), 'sf_cls_steps_1': ('normalized', 2.0, 1, 1e-3),
+                'sf_cls_lr_1x': ('normalized', 2.0, 2, args.lr)}.get(name, ('normalized', 2.0, 2, 1e-3)), (tier, name)
+
+
+def test_fashion_mnist_tier_tunes_each_method_on_the_same_grid_and_reports_teachers_pr_and_recipe(tmp_path):
+    """The tuned lr is the grid's lowest FID at the budget per method (none while a run is missing); the page has
+    the teachers' FID against minutes, precision and recall beside FID, and the recipe arms judged against sf_rkl."""
+    study = load_study()
+    rec = tmp_path / 'records'
+    args = type('Args', (), dict(runs=str(tmp_path / 'runs'), tier='fmnist', records=str(rec)))
+    p, cfg = study.paths(args), study.TIERS['fmnist']
+    assert p['data'] == p['test_data'] == 'fashion-mnist'
+    fids = {('di', '1e-5'): 150.0, ('di', '3e-5'): 110.0, ('di', '1e-4'): 180.0,
+            ('sf_rkl', '1e-5'): 140.0, ('sf_rkl', '3e-5'): 145.0}
+    for (arm, lr), value in fids.items():
+        fake_run(study.tune_record(p, arm, lr), [(0, 220.0), (8, value + 10), (16, value)])
+    assert study.chosen_lrs(cfg, p) == (None, {'diff_instruct': {'1e-5': 150.0, '3e-5': 110.0, '1e-4': 180.0},
+                                               'score_free': {'1e-5': 140.0, '3e-5': 145.0, '1e-4': None}})
+    fake_run(study.tune_record(p, 'sf_rkl', '1e-4'), [(0, 220.0), (16, 160.0)])
+    assert study.chosen_lrs(cfg, p)[0] == {'diff_instruct': '3e-5', 'score_free': '1e-5'}
+    teacher = rec / 'A' / 'teacher'
+    os.makedirs(teacher / 'fid')
+    with open(teacher / 'log.jsonl', 'w') as f:  # a tick of 50 kimg at 6 s/kimg, then its FID: 5 min per point
+        for kimg, value in ((50, 90.0), (100, 70.0)):
+            f.write(json.dumps({'tick': 0, 'kimg': kimg, 'img/s': 160.0, 'sec/kimg': 6.0}) + '\n')
+            f.write(json.dumps({'kimg': kimg, 'fid1k': value}) + '\n')
+    json.dump({'metric': 'fid1k', 'value': 70.0, 'precision': 0.71, 'recall': 0.42}, open(teacher / 'fid' / 'train.json', 'w'))
+    for s in range(3):
+        fake_run(rec / 'A' / 'sf_rkl' / f'seed{s}', [(0, 220.0), (16, 100.0 + s)], seed=s)
+        json.dump({'metric': 'fid1k', 'value': 100.0 + s, 'precision': 0.5 + s / 10, 'recall': 0.2},
+                  open(rec / 'A' / 'sf_rkl' / f'seed{s}' / 'fid' / 'pr.json', 'w'))
+        fake_run(rec / 'A' / 'sf_spec' / f'seed{s}', [(0, 220.0), (16, 90.0 - s)], seed=s)  # better beyond 2 SE
+        fake_run(rec / 'A' / 'sf_cls_steps_1' / f'seed{s}', [(0, 220.0), (16, 100.0 + 2 * s)], seed=s)  # level
+    page, out = render(tmp_path, 'fmnist')
+    assert 'Fashion-MNIST' in page and 'three equal channels' in page and 'JPEG' not in page
+    assert 'diff_instruct 3e-5, score_free 1e-5' in page
+    assert 'diff_instruct lr 1e-5: 150.0, lr 3e-5: 110.0, lr 1e-4: 180.0' in page
+    assert '| A | 100 | 10 | 70.0 | 0.710 | 0.420 | – | – | – |' in page
+    assert '- teacher A: 50 kimg 90.0 (5 min), 100 kimg 70.0 (10 min)' in page
+    assert (out / 'study_fmnist' / 'teacher_minutes.png').is_file()
+    assert '| 0.600 ± 0.100 (0.500, 0.600, 0.700) | 0.200 ± 0.000 (0.200, 0.200, 0.200) |' in page  # precision, recall
+    assert '| sf_spec | `--divergence rkl --weight sigma2 --gen-sigma-max inf --cls-steps 1 --cls-lr {lr}` | ' \
+           '89.0 ± 1.0 (90.0, 89.0, 88.0) | better (difference 12.0 ± SE 0.8) |' in page
+    assert '| sf_cls_steps_1 |' in page and 'no difference beyond 2 SE (difference -1.0 ± SE 1.3) |' in page
 
 
 def test_gpu_budget_is_whole_ticks_of_whole_batches_from_the_measured_rates():
