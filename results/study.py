@@ -71,7 +71,7 @@ TIERS = {
     'fmnist': dict(
         data='fashion-mnist', teacher_fid=True, pr=True,
         teacher=['--preset', 'tiny', '--batch', '64', '--lr', '1e-3', '--lr-rampup-kimg', '10',
-                 '--ema-halflife-kimg', '10', '--total-kimg', '300', '--tick-kimg', '25', '--snapshot-ticks', '2'],
+                 '--ema-halflife-kimg', '10', '--total-kimg', '200', '--tick-kimg', '25', '--snapshot-ticks', '2'],
         arm=['--batch', '64', '--ema-halflife-kimg', '2', '--total-kimg', '16', '--tick-kimg', '4',
              '--snapshot-ticks', '2'],
         lr='tune',
