@@ -63,7 +63,10 @@ TIERS = {
         lr=dict(diff_instruct='1e-4', score_free='3e-5'),
         init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
         teachers=dict(A=0, B=1), seeds=(0, 1, 2), per_class=200, fid_num=1000, device='cpu', long_kimg=48,
-        arms_on=dict(A=None, B=('di', 'sf_rkl', 'sf_js')),  # None: every arm
+        # the recipe arms too: the default changes only if it loses here as well as on Fashion-MNIST
+        arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'sf_fkl', 'init_random', 'init_mapping', 'init_single_sigma',
+                        'init_io_reinit', 'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1',
+                        'sf_cls_lr_1x'), B=('di', 'sf_rkl', 'sf_js')),
         verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True)),
     # Fashion-MNIST: the first tier whose samples a person recognises (issue: the CIFAR tier's teachers make blobs).
     # The teachers' FID is measured along their training (FID against minutes); each method's generator lr is chosen
@@ -85,6 +88,7 @@ TIERS = {
     # two results/bench.py runs on the device (every arm the same kimg, by Diff-Instruct, the slowest); FID points
     # save their images (--fid-ref samples) and `study.py fid` measures them here. One teacher, one seed.
     'gpu': dict(
+        data='cifar10-jpeg',
         teacher=['--preset', 'small', '--batch', '256', '--lr', '1e-3', '--lr-rampup-kimg', '{teacher_rampup_kimg}',
                  '--ema-halflife-kimg', '{teacher_ema_kimg}', '--total-kimg', '{teacher_kimg}',
                  '--tick-kimg', '{teacher_tick_kimg}', '--snapshot-ticks', '100'],
@@ -98,7 +102,6 @@ TIERS = {
         arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'init_random', 'init_mapping', 'init_single_sigma')),
         verifier=dict(ks=(2, 4, 8), rules=('resample',), seeds=(0,), test_ref=False)),
 }
-TIERS['gpu']['data'] = 'cifar10-jpeg'
 # Tuning (tiers with lr='tune'): each method's generator lr from one grid, by the FID at the budget of a run from
 # teacher A with a training seed the study does not use; the lowest wins. The same grid and seed for every method.
 TUNE = dict(lrs=('1e-5', '3e-5', '1e-4'), seed=100, arms=dict(diff_instruct='di', score_free='sf_rkl'))
@@ -140,8 +143,9 @@ ARMS = {
     'init_mapping': ('4', 'scratch_init.py', ['--arms', 'mapping']),
     'init_single_sigma': ('4', 'scratch_init.py', ['--arms', 'single_sigma']),
     'init_io_reinit': ('4', 'scratch_init.py', ['--arms', 'io_reinit']),
-    # The recipe: the specification's exact setting, then each departure of the default undone alone ({lr}: the
-    # generator's). Score-free reverse KL on teacher A, against sf_rkl (the default).
+    # The recipe: the specification's setting (σ² weight, EDM's full σ range, one classifier step at the generator's
+    # lr; the classifier's warm-up kept), then each departure of the default undone alone ({lr}: the generator's).
+    # Score-free reverse KL on teacher A at score-free's lr, against sf_rkl (the default).
     'sf_spec': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--weight', 'sigma2', '--gen-sigma-max', 'inf',
                                             '--cls-steps', '1', '--cls-lr', '{lr}']),
     'sf_weight_sigma2': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--weight', 'sigma2']),
@@ -170,10 +174,10 @@ def jobs(cfg):
     out = []
     for seed in cfg['seeds']:
         for teacher, arms in cfg['arms_on'].items():
-            out += [(teacher, a, seed) for a in (arms or ARMS) if a in CLAIM2]
+            out += [(teacher, a, seed) for a in arms if a in CLAIM2]
     for seed in cfg['seeds']:
         for teacher, arms in cfg['arms_on'].items():
-            out += [(teacher, a, seed) for a in (arms or ARMS) if a not in CLAIM2]
+            out += [(teacher, a, seed) for a in arms if a not in CLAIM2]
     return out
 
 
@@ -356,7 +360,7 @@ def run_job(cfg, p, args, teacher, arm, seed, budget, lrs=None, rec=None):
     The run goes in stages, each a --resume of the last (so its middle and last generators can be measured):
     to half the budget, to the budget, and (the longer pair: di and sf_rkl of the first seed) on to long_kimg.
     lrs: the generator lr per method (default: the tier's); rec: the record folder (default: teacher/arm/seed)."""
-    rec = rec or os.path.join(p['records'], teacher, arm, f'seed{seed}')
+    tuning, rec = rec is not None, rec or os.path.join(p['records'], teacher, arm, f'seed{seed}')
     if os.path.isfile(os.path.join(rec, 'done.json')):
         return
     claim, script, extra = ARMS[arm]
@@ -380,11 +384,13 @@ def run_job(cfg, p, args, teacher, arm, seed, budget, lrs=None, rec=None):
     derived, pr = os.path.join(rec, 'fid'), ['--pr', '1'] if cfg.get('pr') else []
     gen = os.path.join(out, 'generator.pt') if script == 'scratch_init.py' else os.path.join(
         work, f'generator_{budget_kimg:g}kimg.pt')  # the budget's generator
-    if pr:  # its FID again (the same sample seeds as its curve's point) with precision and recall
+    # a tuning run is read for its FID curve only; the others: FID again (the same sample seeds as the curve's point)
+    # with precision and recall, against test images (claim 2), and the classifier per σ (sf_rkl)
+    if pr and not tuning:
         fid_calc(p, args, os.path.join(derived, 'pr.json'), ['--ckpt', gen, '--num', fid_num] + pr)
-    if arm in CLAIM2 and cfg['verifier']['test_ref']:  # the budget's generator against held-out test images
+    if arm in CLAIM2 and cfg['verifier']['test_ref'] and not tuning:
         fid_calc(p, args, os.path.join(derived, 'test.json'), ['--ckpt', gen, '--num', fid_num] + pr, ref=p['ref_test'])
-    if arm == 'sf_rkl' and cfg.get('fid') != 'samples':  # its classifier per σ, on both teachers (to compare them)
+    if arm == 'sf_rkl' and cfg.get('fid') != 'samples' and not tuning:  # on both teachers, to compare them
         for kimg in (budget_kimg / 2, budget_kimg):
             gen = os.path.join(work, f'generator_{kimg:g}kimg.pt')
             write_json(os.path.join(rec, 'accuracy', f'{kimg:g}kimg.json'), classifier_accuracy(p, gen))
@@ -498,6 +504,9 @@ def run(args):
             for lr in TUNE['lrs']:
                 run_job(cfg, p, args, 'A', arm, TUNE['seed'], budget, {method: lr}, tune_record(p, arm, lr))
     lrs = chosen_lrs(cfg, p, budget)[0]
+    if lrs is None:
+        raise SystemExit(f'error: a tuning run under {p["records"]}/tune has no FID at the budget: remove its folder '
+                         'and run again')
     todo = [j for j in jobs(cfg) if not args.only or f'{j[0]}/{j[1]}' in args.only or j[1] in args.only]
     for teacher, arm, seed in todo:
         run_job(cfg, p, args, teacher, arm, seed, budget, lrs)
@@ -591,6 +600,7 @@ def read_run(rec):
     return dict(curve=[(k, f) for k, _, f in points], seconds=[(t, f) for _, t, f in points], metric=metric,
                 done=done is not None, img_s=sum(x['img/s'] for x in ticks) / len(ticks) if ticks else float('nan'),
                 wall_s=(done or {}).get('wall_s', float('nan')), machine=(done or {}).get('machine'), fid=fid, pr=pr,
+                lr=flag_value(done['command'], '--lr') if done and '--lr' in done.get('command', []) else None,
                 accuracy=accuracy,
                 grids=sorted(glob.glob(os.path.join(rec, 'fakes_[0-9]*.png'))),
                 init_grid=os.path.join(rec, 'fakes_init.png'))
@@ -812,11 +822,18 @@ def report(args):
         L += [f'**Sized on the device** ({device["name"]}, torch {device["torch"]}): results/bench.py measured the '
               f'teacher at {budget["rates"]["teacher"]} and Diff-Instruct at {budget["rates"]["diff_instruct"]} img/s, '
               'which turned ' + ', '.join(f'{k} {v} s' for k, v in cfg['seconds'].items()) + ' into the kimg above.', '']
+    other = sorted({f'{a} at lr {r["lr"]}' for t in runs.values() for a, seeds in t.items() for r in seeds.values()
+                    if lrs and r['lr'] and r['lr'] != lrs['score_free' if ARMS[a][1] == 'scratch_init.py' else
+                                                           ARMS[a][1][:-3]]})
+    if other:  # the page names the lr the runs used, or says where they did not
+        L += [f'**Runs made at another lr than the one above**: {", ".join(other)}.', '']
     if grid:
+        edge = [m for m, lr in (lrs or {}).items() if lr in (TUNE['lrs'][0], TUNE['lrs'][-1])]
         L += [f'**Tuning**: each method\'s generator lr is the one of {", ".join(TUNE["lrs"])} with the lowest {metric} at '
               f'{budget_kimg:g} kimg, from teacher A with training seed {TUNE["seed"]} (not a seed of the study): '
               + '; '.join(f'{m} ' + ', '.join(f'lr {lr}: {fmt(v)}' for lr, v in g.items()) for m, g in grid.items())
-              + '.', '']
+              + '.' + (f' At the edge of the grid: {", ".join(edge)} (a wider grid might find a better lr).' if edge
+                       else ''), '']
     if cfg.get('teacher_fid'):
         L += teacher_section(cfg, p, figs, rel, metric)
     else:
@@ -893,7 +910,7 @@ def report(args):
         L += ['## The metric\'s own noise', '', f'One generator (sf_rkl, teacher A, seed 0, at {budget_kimg:g} kimg), '
               f'{metric} of three disjoint sets of sample seeds (from 0, ' + ', '.join(k[11:] for k in sets) +
               f'): {cell(vals, 2)}.', '']
-    L += recipe_section(runs, budget_kimg, metric)
+    L += recipe_section(runs, budget_kimg, metric, (lrs or {}).get('score_free', '?'))
     L += verifier_section(runs, cfg, budget_kimg, metric)
     L += accuracy_section(runs)
     warmups = [t for t in cfg['teachers'] if os.path.isfile(os.path.join(outdir, f'classifier_sigma_{t}.md'))]
@@ -918,7 +935,7 @@ def report(args):
 DATA_WORDS = {
     'cifar10-jpeg': '**Data**: the JPEG copy of CIFAR-10 (lossy, so these FIDs compare only with each other, never with '
                     'published CIFAR-10 numbers).',
-    'fashion-mnist': '**Data**: Fashion-MNIST (the official files, 28×28 grey, zero-padded to 32×32; the grey image '
+    'fashion-mnist': '**Data**: Fashion-MNIST (the official images, 28×28 grey, zero-padded to 32×32; the grey image '
                      'enters Inception as three equal channels, as the usual Fashion-MNIST FIDs do).',
 }
 
@@ -954,22 +971,26 @@ def teacher_section(cfg, p, figs, rel, metric):
     return L
 
 
-def recipe_section(runs, budget_kimg, metric):
+def recipe_section(runs, budget_kimg, metric, lr):
     """The recipe arms against the default (sf_rkl) on teacher A, by the study's rule at f = 1."""
     default = final_fids(runs, 'A', 'sf_rkl', budget_kimg)
     arms = [a for a in ARMS if ARMS[a][0] == 'recipe' and runs.get('A', {}).get(a)]
     if not arms:
         return []
-    L = ['## The recipe (teacher A)', '', 'The specification\'s exact setting and each departure of the default undone '
-         f'alone, against the default (sf_rkl), {metric} at {budget_kimg:g} kimg; lower is better, by the study\'s rule '
-         'with f = 1 (a difference beyond twice its standard error).', '',
+    L = ['## The recipe (teacher A)', '', 'The specification\'s setting (σ² weight, EDM\'s full σ range, one classifier '
+         'step at the generator\'s lr; the classifier\'s warm-up kept) and each departure of the default undone alone, '
+         f'against the default (sf_rkl), {metric} at {budget_kimg:g} kimg; lower is better, by the study\'s rule with '
+         'f = 1 (a difference beyond twice its standard error). Every arm trains at score-free\'s generator lr, chosen '
+         'for the default: an arm that would want another lr is not tuned here.', '',
          '| arm | flags | ' + metric + ' | against the default |', '|---|---|---|---|',
          f'| sf_rkl (default) | | {cell(default)} | |']
     for a in arms:
         x = final_fids(runs, 'A', a, budget_kimg)
         verdict, d, se = judge(x, default, 1.0)
-        words = {'holds': 'better', 'did not hold': 'worse'}.get(verdict, 'no difference beyond 2 SE')
-        L.append(f'| {a} | `{" ".join(ARMS[a][2])}` | {cell(x)} | {words} (difference {fmt(d)} ± SE {fmt(se)}) |')
+        words = ('not decidable (fewer than two seeds a side)' if min(len(x), len(default)) < 2 else
+                 {'holds': 'better', 'did not hold': 'worse'}.get(verdict, 'no difference beyond 2 SE'))
+        L.append(f'| {a} | `{" ".join(f.format(lr=lr) for f in ARMS[a][2])}` | {cell(x)} | {words} '
+                 f'(difference {fmt(d)} ± SE {fmt(se)}) |')
     return L + ['']
 
 

@@ -177,7 +177,7 @@ def test_jobs_run_claim_two_first_and_every_seed_of_every_arm():
     cfg = study.TIERS['cpu']
     jobs = study.jobs(cfg)
     assert jobs[:4] == [('A', 'di', 0), ('A', 'sf_rkl', 0), ('A', 'sf_js', 0), ('A', 'sf_fkl', 0)]
-    assert len(jobs) == len(set(jobs)) == 3 * (len(study.ARMS) + 3)  # teacher A: every arm; B: the three of claim 2
+    assert len(jobs) == len(set(jobs)) == 3 * (13 + 3)  # teacher A: every arm (the recipe's too); B: claim 2's three
     assert ('B', 'sf_js', 2) in jobs and ('B', 'init_random', 0) not in jobs
 
 
@@ -240,16 +240,22 @@ def test_fashion_mnist_tier_tunes_each_method_on_the_same_grid_and_reports_teach
                   open(rec / 'A' / 'sf_rkl' / f'seed{s}' / 'fid' / 'pr.json', 'w'))
         fake_run(rec / 'A' / 'sf_spec' / f'seed{s}', [(0, 220.0), (16, 90.0 - s)], seed=s)  # better beyond 2 SE
         fake_run(rec / 'A' / 'sf_cls_steps_1' / f'seed{s}', [(0, 220.0), (16, 100.0 + 2 * s)], seed=s)  # level
+    json.dump({'wall_s': 1.0, 'command': ['score_free.py', '--lr', '3e-5']},  # made before the tuning changed its mind
+              open(rec / 'A' / 'sf_cls_steps_1' / 'seed2' / 'done.json', 'w'))
+    fake_run(rec / 'A' / 'sf_sigma_inf' / 'seed0', [(0, 220.0), (16, 99.0)])  # one seed: not decidable, not "no difference"
     page, out = render(tmp_path, 'fmnist')
     assert 'Fashion-MNIST' in page and 'three equal channels' in page and 'JPEG' not in page
     assert 'diff_instruct 3e-5, score_free 1e-5' in page
     assert 'diff_instruct lr 1e-5: 150.0, lr 3e-5: 110.0, lr 1e-4: 180.0' in page
+    assert 'At the edge of the grid: score_free (a wider grid' in page
+    assert '**Runs made at another lr than the one above**: sf_cls_steps_1 at lr 3e-5.' in page
     assert '| A | 100 | 10 | 70.0 | 0.710 | 0.420 | – | – | – |' in page
     assert '- teacher A: 50 kimg 90.0 (5 min), 100 kimg 70.0 (10 min)' in page
     assert (out / 'study_fmnist' / 'teacher_minutes.png').is_file()
     assert '| 0.600 ± 0.100 (0.500, 0.600, 0.700) | 0.200 ± 0.000 (0.200, 0.200, 0.200) |' in page  # precision, recall
-    assert '| sf_spec | `--divergence rkl --weight sigma2 --gen-sigma-max inf --cls-steps 1 --cls-lr {lr}` | ' \
+    assert '| sf_spec | `--divergence rkl --weight sigma2 --gen-sigma-max inf --cls-steps 1 --cls-lr 1e-5` | ' \
            '89.0 ± 1.0 (90.0, 89.0, 88.0) | better (difference 12.0 ± SE 0.8) |' in page
+    assert '| 99.0 ± – (99.0) | not decidable (fewer than two seeds a side) (difference' in page
     assert '| sf_cls_steps_1 |' in page and 'no difference beyond 2 SE (difference -1.0 ± SE 1.3) |' in page
 
 
