@@ -180,20 +180,17 @@ def plain_dsm_loss(net, x0, sigma):
 
 
 class Classifier(nn.Module):
-    """c(x, σ) -> one logit from c_in·x and c_noise (as score_free.Classifier's input), zero-initialised head.
-    precond (an experiment, not the project's classifier): the logit scaled by σ_data/σ, so that ∇ₓc = c_out/σ² ×
-    (the net's gradient in its own input), as the two denoisers' difference (D_q − D_p)/σ² = c_out/σ²·(F_q − F_p)."""
+    """c(x, σ) -> one logit from c_in·x and c_noise (as score_free.Classifier's input), zero-initialised head."""
 
-    def __init__(self, sigma_data=0.5, precond=False):
+    def __init__(self, sigma_data=0.5):
         super().__init__()
-        self.sigma_data, self.label_dim, self.precond = sigma_data, 0, precond
+        self.sigma_data, self.label_dim = sigma_data, 0
         self.model = MLP(out_dim=1, zero_out=True)
 
     def forward(self, x, sigma, class_labels=None):
         sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(len(x), 1, 1, 1)
         c_in = 1 / (self.sigma_data ** 2 + sigma ** 2).sqrt()
-        logit = self.model(c_in * x.float(), sigma.log().flatten() / 4).reshape(len(x))
-        return logit * self.sigma_data / sigma.flatten() if self.precond else logit
+        return self.model(c_in * x.float(), sigma.log().flatten() / 4).reshape(len(x))
 
     def load_teacher_trunk(self, teacher):
         """The classifier from the teacher's features (score_free's --cls-init teacher): its hidden layers."""
@@ -268,8 +265,8 @@ def train_static(kind, q, size, seed, work):
     plain score nets). The teacher on p is the same for both q: trained once per (kind, size, seed), kept in work."""
     cfg, p, ev = SIZES[size], p_mixture(), eval_set(q)
     torch.manual_seed(seed)
-    if kind in ('ratio', 'ratio_pc'):
-        nets = {'cls': Classifier(precond=kind == 'ratio_pc')}
+    if kind == 'ratio':
+        nets = {'cls': Classifier()}
     else:
         nets = {'teacher': Denoiser() if kind == 'edm' else PlainScore(), 'fake': Denoiser() if kind == 'edm' else
                 PlainScore()}
@@ -332,7 +329,6 @@ ARMS = {  # name: (method, overrides of the default recipe)
     'sf_sigma_inf': ('score_free', dict(gen_sigma_max=float('inf'))),
     'sf_cls_steps_1': ('score_free', dict(cls_steps=1)),
     'sf_cls_lr_1x': ('score_free', dict(cls_lr=None)),
-    'sf_cls_precond': ('score_free', dict(cls_precond=True)),       # an experiment: the classifier of part 1's ratio_pc
 }
 GEN_LRS = [3e-5, 1e-4, 3e-4]  # every method's generator lr is chosen from these by the same rule (tune_lr)
 LONG = dict(steps=10000, evals=[0, 1000, 2000, 4000, 7000, 10000], seeds=[0, 1, 2])  # where the curves go
@@ -402,7 +398,7 @@ def train_arm(arm, lr, seed, cfg, work, teacher=None):
         step_fn = lambda: diff_instruct.iteration(nets, amp, batch, args)  # noqa: E731
     else:
         r = dict(DEFAULT, **overrides)
-        cls = Classifier(precond=r.get('cls_precond', False))
+        cls = Classifier()
         cls.load_teacher_trunk(teacher)
         nets = score_free.Nets(G, cls, opt_G, torch.optim.Adam(cls.parameters(), lr=r['cls_lr'] or lr,
                                                                  betas=(0.0, 0.999)))
@@ -503,14 +499,14 @@ def run(args):
     cfg = E2E_DRY if dry else E2E
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sizes = {'dry': [0, 1]} if dry else STATIC_SEEDS
-    static = []  # the reduced size's ten seeds first; the experiment and the protocol's size after everything else
+    static = []  # the reduced size's ten seeds first; the protocol's size after everything else
     for size, seeds in sizes.items():
         for seed in seeds:
-            for kind in ('ratio', 'edm', 'plain') + (('ratio_pc',) if size != 'full' and seed < 5 else ()):
+            for kind in ('ratio', 'edm', 'plain'):
                 for qname in ('far', 'near'):
                     static.append((f'static:{size}:{seed}:{kind}:{qname}', lambda size=size, seed=seed, kind=kind,
                                    qname=qname: {'metrics': train_static(kind, q_mixtures()[qname], size, seed, work)}))
-    todo = [job for job in static if ':full:' not in job[0] and ':ratio_pc:' not in job[0]]
+    todo = [job for job in static if ':full:' not in job[0]]
     def teacher_job():
         heun = teacher_samples(train_teacher(cfg, 0, work), 2 * cfg['kl_samples'])
         p_itself = p_mixture().sample(2 * cfg['kl_samples'], torch.Generator().manual_seed(5))[0]
@@ -547,7 +543,7 @@ def run(args):
                 return {'lr': lr, **train_arm(arm, lr, seed, long, work)[0]}
             todo.append((f'long:{arm}:{seed}', ljob))
     full = [job for job in static if ':full:' in job[0]]  # the two estimators of the question first, plain nets last
-    todo += [job for job in static if ':ratio_pc:' in job[0]] + sorted(full, key=lambda job: ':plain:' in job[0])
+    todo += sorted(full, key=lambda job: ':plain:' in job[0])
     for name, fn in todo:
         if load_record(records, name) is not None:
             continue
@@ -643,8 +639,7 @@ def report(out, dry=False):
 
     # Part 1 -----------------------------------------------------------------------------------------
     kinds = {'ratio': 'ratio ∇ₓc (one classifier)', 'edm': 'D_fake − D_teacher (two EDM denoisers)',
-             'plain': 's_fake − s_teacher (two plain score nets)',
-             'ratio_pc': 'ratio, logit × σ_data/σ (an experiment: EDM-like output scaling)'}
+             'plain': 's_fake − s_teacher (two plain score nets)'}
     lines += ['## 1. Estimator bias on fixed q', '',
               'q **far**: the grid shrunk by 0.8 and shifted by (0.6, −0.4) (a generator early in training); q **near**: '
               'each point moved by 0.15 in a random direction (late in training). Each estimator of s_q − s_p trained '
@@ -711,18 +706,6 @@ def report(out, dry=False):
                                'the ratio is better' if verdict == 'lower' else 'the two networks are better')
                         words.append(f'q {qname}, σ {band}, σ²-weighted error: ratio {mean_sd(a[:n])[0]:.3f} vs two '
                                      f'EDM denoisers {mean_sd(b[:n])[0]:.3f}: {who}')
-                for comp in ('ratio', 'edm'):  # the experiment: does EDM-like output scaling close the gap?
-                    for m, better in (('sigma2', 'lower'), ('cos', 'higher')):
-                        a, b = [v[m] for v in vals['ratio_pc']], [v[m] for v in vals[comp]]
-                        n = min(len(a), len(b))
-                        if n < 2:
-                            continue
-                        verdict, diff, se = compare(a[:n], b[:n], paired=True)
-                        who = ('no difference beyond 2 SE' if verdict not in ('lower', 'higher') else
-                               'ratio_pc is better' if verdict == better else f'{comp} is better')
-                        words.append(f'q {qname}, {names[m]}: the experiment ratio_pc {mean_sd(a[:n])[0]:.3f} vs '
-                                     f'{comp} {mean_sd(b[:n])[0]:.3f} ({n} seeds, paired difference {diff:+.3f} ± SE '
-                                     f'{se:.3f}): {who}')
             # error against training for this size
             fig = f'static_{size}_{qname}.png'
             series = {}
@@ -845,7 +828,7 @@ def report(out, dry=False):
               'classifier at its own lr, 1e-3) against each departure undone alone, and the specification '
               '(all four undone: σ² weight, EDM\'s full σ range, one classifier step, one lr), reverse KL, the same seeds:',
               '', '| arm | against sf_rkl (default), KL σ 0.1 | KL σ 0.3 |', '|---|---|---|']
-    for arm in ('sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x', 'sf_spec', 'sf_cls_precond'):
+    for arm in ('sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x', 'sf_spec'):
         row = []
         for c in ('kl_0.1', 'kl_0.3'):
             verdict, diff, se = compare([v[c] for v in finals[arm]], [v[c] for v in finals['sf_rkl']])
@@ -854,9 +837,6 @@ def report(out, dry=False):
         words.append(f'{arm} against the default: KL σ 0.3 {row[1]}')
     verdict, diff, se = compare([v['kl_0.3'] for v in finals['sf_spec']], [v['kl_0.3'] for v in finals['di']])
     words.append(f'the specification (sf_spec) against di, KL σ 0.3: {verdict} ({diff:+.4f} ± SE {se:.4f})')
-    verdict, diff, se = compare([v['kl_0.3'] for v in finals['sf_cls_precond']], [v['kl_0.3'] for v in finals['di']])
-    words.append(f'the experiment sf_cls_precond (part 1\'s ratio_pc classifier) against di, KL σ 0.3: {verdict} '
-                 f'({diff:+.4f} ± SE {se:.4f})')
     lines.append('')
 
     # Part 4 -----------------------------------------------------------------------------------------
