@@ -576,7 +576,7 @@ def cell(values, digits=3):
     if not values:
         return '–'
     m, sd = mean_sd(values)
-    return f'{m:.{digits}f} ± {sd:.{digits}f}'
+    return f'{m:.{digits}f} ± {sd:.{digits}f}' if len(values) > 1 else f'{m:.{digits}f} (one seed)'
 
 
 def compare(a, b, paired=False):
