@@ -80,8 +80,9 @@ TIERS = {
         lr='tune',
         init=['--init-kimg', '16', '--init-batch', '64', '--init-lr', '1e-3', '--mapping-pairs', '2000'],
         teachers=dict(A=0, B=1), seeds=(0, 1, 2), per_class=200, fid_num=1000, device='cpu', long_kimg=48,
-        arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'init_random', 'init_mapping', 'init_single_sigma', 'init_io_reinit',
-                        'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x'),
+        # the recipe arms before the init arms: the recipe decides the default, the CIFAR tier already has claims 3-4
+        arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1',
+                        'sf_cls_lr_1x', 'init_random', 'init_mapping', 'init_single_sigma', 'init_io_reinit'),
                      B=('di', 'sf_rkl', 'sf_js')),  # sf_fkl left out for the budget (the CIFAR tier has it)
         verifier=dict(ks=(4,), rules=('resample',), seeds=(0, 1, 2), test_ref=True)),
     # One device call of at most 10 minutes (no network, no Inception weights there): budgets in seconds, sized by
