@@ -667,6 +667,11 @@ def report(out, dry=False):
                 lines.append(f'| {label} | {len(vals[k])} | ' + ' | '.join(cell([v[c] for v in vals[k]]) for c in cols)
                              + ' |')
             lines.append('')
+            if size == 'full' and vals['ratio'] and vals['edm']:  # one seed: numbers, no verdict
+                words.append(f'q {qname} at the protocol\'s size ({min(len(vals["ratio"]), len(vals["edm"]))} seed, '
+                             'no verdict by the rule), ratio against two EDM denoisers: ' + ', '.join(
+                                 f'{c} {mean_sd([v[c] for v in vals["ratio"]])[0]:.3f} against '
+                                 f'{mean_sd([v[c] for v in vals["edm"]])[0]:.3f}' for c in cols))
             if size != 'full':
                 bands = [f'{lo:g}–{hi:g}' for lo, hi in zip(BANDS[:-1], BANDS[1:])]
                 lines += ['| estimator | metric | ' + ' | '.join(f'σ {b}' for b in bands) + ' |',
