@@ -958,7 +958,7 @@ def teacher_section(cfg, p, figs, rel, metric):
         series[f'teacher {t}'] = [(sec / 60, f, f, f) for sec, f in run['seconds']]
         L.append(f'| {t} | {run["curve"][-1][0]:g} | {run["seconds"][-1][0] / 60:.0f} | ' + ' | '.join(
             f'{fmt(f.get("value"))} | {fmt(f.get("precision"), 3)} | {fmt(f.get("recall"), 3)}' for f in fids) + ' |')
-        curves.append(f'- teacher {t}: ' + ', '.join(f'{k:g} kimg {v:.1f} ({sec / 60:.0f} min)'
+        curves.append(f'- teacher {t}: ' + ', '.join(f'{k:.0f} kimg {v:.1f} ({sec / 60:.0f} min)'
                                                     for (k, v), (sec, _) in zip(run['curve'], run['seconds'])))
     if not series:
         return L + ['', 'No teacher trained yet.', '']
