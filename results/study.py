@@ -105,7 +105,7 @@ TIERS = {
 }
 # Tuning (tiers with lr='tune'): each method's generator lr from one grid, by the FID at the budget of a run from
 # teacher A with a training seed the study does not use; the lowest wins. The same grid and seed for every method.
-TUNE = dict(lrs=('1e-5', '3e-5', '1e-4'), seed=100, arms=dict(diff_instruct='di', score_free='sf_rkl'))
+TUNE = dict(lrs=('1e-5', '3e-5', '1e-4', '3e-4'), seed=100, arms=dict(diff_instruct='di', score_free='sf_rkl'))
 
 
 def set_flags(flag_list, **values):
