@@ -219,12 +219,14 @@ def test_fashion_mnist_tier_tunes_each_method_on_the_same_grid_and_reports_teach
     args = type('Args', (), dict(runs=str(tmp_path / 'runs'), tier='fmnist', records=str(rec)))
     p, cfg = study.paths(args), study.TIERS['fmnist']
     assert p['data'] == p['test_data'] == 'fashion-mnist'
-    fids = {('di', '1e-5'): 150.0, ('di', '3e-5'): 110.0, ('di', '1e-4'): 180.0,
-            ('sf_rkl', '1e-5'): 140.0, ('sf_rkl', '3e-5'): 145.0}
+    assert study.TUNE['lrs'] == ('1e-5', '3e-5', '1e-4', '3e-4')
+    fids = {('di', '1e-5'): 150.0, ('di', '3e-5'): 110.0, ('di', '1e-4'): 180.0, ('di', '3e-4'): 190.0,
+            ('sf_rkl', '1e-5'): 140.0, ('sf_rkl', '3e-5'): 145.0, ('sf_rkl', '3e-4'): 150.0}
     for (arm, lr), value in fids.items():
         fake_run(study.tune_record(p, arm, lr), [(0, 220.0), (8, value + 10), (16, value)])
-    assert study.chosen_lrs(cfg, p) == (None, {'diff_instruct': {'1e-5': 150.0, '3e-5': 110.0, '1e-4': 180.0},
-                                               'score_free': {'1e-5': 140.0, '3e-5': 145.0, '1e-4': None}})
+    assert study.chosen_lrs(cfg, p) == (None, {
+        'diff_instruct': {'1e-5': 150.0, '3e-5': 110.0, '1e-4': 180.0, '3e-4': 190.0},
+        'score_free': {'1e-5': 140.0, '3e-5': 145.0, '1e-4': None, '3e-4': 150.0}})
     fake_run(study.tune_record(p, 'sf_rkl', '1e-4'), [(0, 220.0), (16, 160.0)])
     assert study.chosen_lrs(cfg, p)[0] == {'diff_instruct': '3e-5', 'score_free': '1e-5'}
     teacher = rec / 'A' / 'teacher'
