@@ -1078,6 +1078,8 @@ def main(argv=None):
         p.error('pack needs --to DIR (or $OUT)')
     if args.cmd == 'unpack' and not args.files:
         p.error('unpack needs the .tar files')
+    if args.cmd != 'unpack' and args.files:  # e.g. `--only a b`: the list is comma-separated
+        p.error(f'{args.cmd} takes no file arguments (got {" ".join(args.files)}); --only takes a comma-separated list')
     dict(run=run, report=report, fid=fid_of_samples, pack=pack, unpack=unpack)[args.cmd](args)
 
 

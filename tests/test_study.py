@@ -170,6 +170,8 @@ def test_study_run_without_shared_material_is_one_clear_line(tmp_path):
     assert r.returncode != 0 and 'not found: the study needs ../shared' in r.stderr
     r = run_script(STUDY, 'run', '--only', 'di,nope')
     assert r.returncode == 2 and "unknown ['nope']" in r.stderr
+    r = run_script(STUDY, 'run', '--only', 'A/di', 'A/sf_rkl')  # a space-separated list would be dropped
+    assert r.returncode == 2 and 'takes no file arguments (got A/sf_rkl)' in r.stderr
 
 
 def test_jobs_run_claim_two_first_and_every_seed_of_every_arm():
