@@ -89,7 +89,7 @@ def main(argv):
              f'Made by `python results/classifier_sigma.py --steps {steps}{f" --di-steps {di_steps}" if di_steps else ""}'
              f'{"".join(" " + a for a in argv)}`: the classifier after {steps} warm-up '
              f'steps (lr {args.cls_lr:g}) against the frozen generator initialised from `{os.path.relpath(args.teacher, ROOT)}` '
-             f'(JPEG CIFAR-10). Final BCE {stats[0]:.3f}, accuracy fake / real {stats[2]:.2f} / {stats[3]:.2f}.',
+             f'({data.name}). Final BCE {stats[0]:.3f}, accuracy fake / real {stats[2]:.2f} / {stats[3]:.2f}.',
              '"share" = density of ln σ under EDM\'s log-normal × σ²‖∇ₓc‖, normalised over the grid.', '',
              '| σ | density of ln σ | acc fake | acc real | mean c fake | mean c real | σ²‖∇ₓc‖ | share |',
              '|---|---|---|---|---|---|---|---|']

@@ -914,10 +914,10 @@ def report(args):
     L += recipe_section(runs, budget_kimg, metric, (lrs or {}).get('score_free', '?'))
     L += verifier_section(runs, cfg, budget_kimg, metric)
     L += accuracy_section(runs)
-    warmups = [t for t in cfg['teachers'] if os.path.isfile(os.path.join(outdir, f'classifier_sigma_{t}.md'))]
-    if warmups:  # `results/classifier_sigma.py --teacher <its teacher.pt>`, run by hand
+    warmups = [t for t in cfg['teachers'] if os.path.isfile(os.path.join(figs, f'classifier_sigma_{t}.md'))]
+    if warmups:  # `OUT=results/study_<tier>/classifier_sigma_<t>.md results/classifier_sigma.py ...`, run by hand
         L += ['The warm-up classifier per σ against Diff-Instruct\'s update, from each teacher\'s untrained generator: ' +
-              ', '.join(f'[teacher {t}](classifier_sigma_{t}.md)' for t in warmups) + '.', '']
+              ', '.join(f'[teacher {t}]({rel}/classifier_sigma_{t}.md)' for t in warmups) + '.', '']
     L += [f'## Samples (teacher A, training seed 0, at {budget_kimg or 0:g} kimg; the same sample seeds for every arm)', '']
     first = runs.get('A', {}).get('sf_rkl', {}).get(cfg['seeds'][0])
     if first and os.path.isfile(first['init_grid']):

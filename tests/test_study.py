@@ -89,11 +89,11 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     fake_run(rec / 'A' / 'sf_js' / 'seed0', [(16, 230.0)], done=False)  # unfinished: left out
     os.makedirs(rec / 'A' / 'teacher' / 'fid')
     json.dump({'metric': 'fid1k', 'value': 150.25}, open(rec / 'A' / 'teacher' / 'fid' / 'train.json', 'w'))
-    os.makedirs(tmp_path / 'results')
-    (tmp_path / 'results' / 'classifier_sigma_B.md').write_text('# made by hand\n')  # linked only where it exists
+    os.makedirs(tmp_path / 'results' / 'study_cpu')
+    (tmp_path / 'results' / 'study_cpu' / 'classifier_sigma_B.md').write_text('# by hand\n')  # linked where it exists
     page, out = render(tmp_path)
     assert 'Teacher A, Heun (35 evaluations): fid1k 150.25.' in page
-    assert "from each teacher's untrained generator: [teacher B](classifier_sigma_B.md)." in page
+    assert "from each teacher's untrained generator: [teacher B](study_cpu/classifier_sigma_B.md)." in page
     # every cell: mean ± sd (values), from the fake logs
     assert '| di | 2 | 3 | – | 250.0 ± 5.0 (250.0, 255.0, 245.0) | 200.0 ± 5.0 (200.0, 195.0, 205.0) | ' \
            '211.0 ± 1.0 (210.0, 211.0, 212.0) | 20.0 | 10.0 |' in page
