@@ -62,7 +62,7 @@ def main(argv):
     cls.requires_grad_(False)
     real = torch.cat([next(reals)[0], next(reals)[0]])[:128]
     with torch.no_grad():
-        x0 = common.generate_one_step(G, torch.randn(128, 3, 32, 32), args.sigma_init)
+        x0 = common.generate_one_step(G, torch.randn(128, *real.shape[1:]), args.sigma_init)
     rng = torch.get_rng_state()  # the comparison below sees the same noise whether the fake score is cached or not
     fake = train_fake_score(teacher, G, args, di_steps) if di_steps else None
     torch.set_rng_state(rng)
@@ -123,7 +123,8 @@ def train_fake_score(teacher, G, args, steps, lr=1e-4):
     t0 = time.time()
     for _ in range(steps):
         with torch.no_grad():
-            x0 = common.generate_one_step(G, torch.randn(args.batch, 3, 32, 32), args.sigma_init)
+            z = torch.randn(args.batch, G.img_channels, G.img_resolution, G.img_resolution)
+            x0 = common.generate_one_step(G, z, args.sigma_init)
         loss = diff_instruct.fake_score_loss(fake, x0).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
