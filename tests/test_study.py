@@ -179,7 +179,7 @@ def test_jobs_run_claim_two_first_and_every_seed_of_every_arm():
     cfg = study.TIERS['cpu']
     jobs = study.jobs(cfg)
     assert jobs[:4] == [('A', 'di', 0), ('A', 'sf_rkl', 0), ('A', 'sf_js', 0), ('A', 'sf_fkl', 0)]
-    assert len(jobs) == len(set(jobs)) == 3 * (13 + 3)  # teacher A: every arm (the recipe's too); B: claim 2's three
+    assert len(jobs) == len(set(jobs)) == 3 * (14 + 3)  # teacher A: every arm (the recipe's too); B: claim 2's three
     assert ('B', 'sf_js', 2) in jobs and ('B', 'init_random', 0) not in jobs
 
 
