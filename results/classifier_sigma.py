@@ -62,7 +62,8 @@ def main(argv):
     cls.requires_grad_(False)
     real = torch.cat([next(reals)[0], next(reals)[0]])[:128]
     with torch.no_grad():
-        x0 = common.generate_one_step(G, torch.randn(128, *real.shape[1:]), args.sigma_init)
+        x0 = common.generate_one_step(G, torch.randn(128, G.img_channels, G.img_resolution, G.img_resolution),
+                                      args.sigma_init)
     rng = torch.get_rng_state()  # the comparison below sees the same noise whether the fake score is cached or not
     fake = train_fake_score(teacher, G, args, di_steps) if di_steps else None
     torch.set_rng_state(rng)
