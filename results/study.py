@@ -67,7 +67,13 @@ TIERS = {
         arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'sf_fkl', 'init_random', 'init_mapping', 'init_single_sigma',
                         'init_io_reinit', 'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1',
                         'sf_cls_lr_1x', 'sf_cls_frozen_0'), B=('di', 'sf_rkl', 'sf_js')),
-        verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True)),
+        verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True),
+        # what the records ran: the page says it while they predate the default (drop it once they are rerun)
+        records_note='**The score-free arms ran with the earlier default** (`score_free.py` at 00cdf84: the second '
+                     'classifier step on a fresh generated and real batch, every classifier weight trained). Today\'s '
+                     'default (the steps on the halves of one batch, all but the coarsest resolution frozen; '
+                     '[NOTES.md](NOTES.md#issue-47-the-lighter-ratio-network-candidates-on-branch-light-ratio)) '
+                     'was chosen on the Fashion-MNIST tier and has not run on this one.'),
     # Fashion-MNIST: the first tier whose samples a person recognises (issue: the CIFAR tier's teachers make blobs).
     # The teachers' FID is measured along their training (FID against minutes); each method's generator lr is chosen
     # by the same grid on teacher A with a seed kept out of the study (TUNE); precision and recall beside every FID.
@@ -821,6 +827,7 @@ def report(args):
                                                           'not tuned yet') +
          '; Diff-Instruct\'s fake score at its lr), training seeds ' + ', '.join(map(str, cfg['seeds'])) +
          f' (scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first, as each uses).', '']
+    L += [cfg['records_note'], ''] if 'records_note' in cfg else []
     device = load_json(os.path.join(p['records'], 'device.json'))
     if budget and device:
         L += [f'**Sized on the device** ({device["name"]}, torch {device["torch"]}): results/bench.py measured the '
