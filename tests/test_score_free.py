@@ -299,7 +299,8 @@ def test_a_classifier_of_a_removed_option_is_refused_naming_the_commit_that_read
     (['--weight', 'damped'], "argument --weight: invalid choice: 'damped'"),
     (['--cls-head', 'multi'], 'unrecognized arguments: --cls-head multi'),  # options that did not help are gone
     (['--cls-init', 'random'], 'no teacher weights to keep: add --cls-frozen-levels 0'),
-    (['--cls-steps', '4', '--batch', '2', '--device', 'cpu'], 'process batches of at least --cls-steps 4'),
+    (['--cls-steps', '4', '--batch', '2', '--device', 'cpu'], 'process batches of --cls-steps 4 equal parts'),
+    (['--cls-steps', '3', '--batch', '8', '--device', 'cpu'], 'process batches of --cls-steps 3 equal parts'),
 ])
 def test_score_free_bad_flags(args, message, capsys):
     code, err = refused(score_free.main, args, capsys)
@@ -750,3 +751,6 @@ def test_frozen_levels_keep_the_teachers_weights_and_skip_their_backward(tiny_te
     for levels in (3, -2):
         with pytest.raises(ValueError, match='the encoder has 2 resolutions'):
             score_free.Classifier(teacher.config).freeze_levels(levels)
+    cls = score_free.Classifier(teacher.config)
+    cls.freeze_levels(0)  # 0 = the spec: nothing frozen, the embedding included
+    assert all(q.requires_grad for q in cls.parameters())
