@@ -5,6 +5,7 @@ import copy
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -277,7 +278,9 @@ def test_score_free_runs_other_members_and_random_classifier(tiny_teacher, tmp_p
                    '--divergence', divergence, '--cls-init', init, '--outdir', out,
                    *(['--cls-frozen-levels', '0'] if init == 'random' else []))
     assert r.returncode == 0, r.stderr
-    assert f'divergence {divergence}' in r.stdout and f'({init} init)' in r.stdout
+    assert f'divergence {divergence}' in r.stdout and f'({init} init, ' in r.stdout
+    total, trained = re.search(r'classifier ([\d.]+)M \(\w+ init, ([\d.]+)M trained\)', r.stdout).groups()
+    assert (total == trained) == (init == 'random')  # the teacher's encoder keeps all but its coarsest level
     ckpt = common.load_checkpoint(os.path.join(out, 'generator.pt'))
     cls = score_free.load_classifier(ckpt, torch.device('cpu'))
     for k, v in cls.state_dict().items():
