@@ -38,12 +38,16 @@ PARTS = ('teacher', 'diff_instruct', 'score_free', 'fid')
 PEAK_TFLOPS = {'H200': 989.4, 'H100': 989.4, 'A100': 312.0, 'L40S': 362.0, 'A10G': 125.0, 'RTX 4090': 165.2}
 
 
-def count_flops(fn):
-    """Floating-point operations of one call of fn() (a multiply-add counts as 2)."""
+def count_flops(fn, module_prefix=None):
+    """Floating-point operations of one call of fn() (a multiply-add counts as 2); with module_prefix, also those of
+    each submodule whose name starts with it (a dict)."""
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter:
         fn()
-    return counter.get_total_flops()
+    if module_prefix is None:
+        return counter.get_total_flops()
+    return counter.get_total_flops(), {k: sum(v.values()) for k, v in counter.get_flop_counts().items()
+                                       if k.startswith(module_prefix)}
 
 
 def matmul_roof(device, n=2048, reps=5):
@@ -163,12 +167,16 @@ def bench_score_free(args, device, extra):
         score_free.iteration(nets, amp, reals, a.batch, a)
         common.ema_update(G_ema, nets.G, 0.999)
     one, s = torch.zeros(1, 3, 32, 32, device=device), torch.ones(1, device=device)
-    fg, fc = count_flops(lambda: nets.G(one, s)), count_flops(lambda: nets.cls(one, s))
-    # per image: G forward/backward and a classifier forward/backward in the generator step; per classifier step
-    # a generated and a real forward/backward; a fresh G forward for every classifier step after the first
+    fg = count_flops(lambda: nets.G(one, s))
+    fc, by_block = count_flops(lambda: nets.cls(one, s), 'Classifier.model.enc.')
+    frozen = sum(by_block.get(f'Classifier.model.enc.{name}', 0)
+                 for name, block in nets.cls.model.enc.items() if not any(q.requires_grad for q in block.parameters()))
+    # per image: G forward/backward and a classifier forward/backward in the generator step; in the classifier steps
+    # (k parts of one batch: one full step's work in all) a generated and a real forward, and a backward through the
+    # blocks that train
     print(f'bench score_free: classifier {sum(p.numel() for p in nets.cls.parameters()) / 1e6:.2f}M params, '
-          f'{a.cls_steps} classifier steps')
-    flops = 3 * fg + 3 * fc + a.cls_steps * 6 * fc + (a.cls_steps - 1) * fg
+          f'{a.cls_steps} classifier steps, frozen levels {a.cls_frozen_levels} ({frozen / fc:.0%} of its forward)')
+    flops = 3 * fg + 3 * fc + 2 * (fc + 2 * (fc - frozen))
     return step, a.batch, flops, sum(p.numel() for p in nets.G.parameters())
 
 

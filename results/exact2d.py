@@ -314,7 +314,9 @@ E2E = dict(teacher_steps=10000, teacher_batch=2048, steps=2000, batch=256, evals
            kl_samples=4096, sigma_init=1.0, cls_warmup=100)
 E2E_DRY = dict(teacher_steps=20, teacher_batch=64, steps=20, batch=64, evals=[0, 10, 20], kl_samples=256,
                sigma_init=1.0, cls_warmup=2)
-# The image scripts' defaults (score_free.py --help), and the specification's exact setting.
+# The image scripts' defaults (score_free.py --help), and the specification's exact setting. The image default's
+# --cls-frozen-levels has no counterpart: this classifier has no resolutions (freezing its first layers did not
+# help, results/NOTES.md, issue 47).
 # cls_lr None: the generator's lr (the spec); Diff-Instruct's fake score is always at the generator's lr (its code).
 DEFAULT = dict(divergence='rkl', weight='normalized', gen_sigma_max=2.0, cls_steps=2, cls_lr=1e-3)
 SPEC = dict(divergence='rkl', weight='sigma2', gen_sigma_max=float('inf'), cls_steps=1, cls_lr=None)
@@ -829,8 +831,9 @@ def report(out, dry=False):
 
     # Part 3 -----------------------------------------------------------------------------------------
     lines += ['## 3. The recipe: which departures from the specification survive', '',
-              'The image default (normalized weight, generator σ ≤ 2 in image units, two classifier steps, the '
-              'classifier at its own lr, 1e-3) against each departure undone alone, and the specification '
+              'The image default (normalized weight, generator σ ≤ 2 in image units, two classifier steps on the '
+              'halves of each iteration\'s batch, the classifier at its own lr, 1e-3; its frozen encoder levels have no '
+              'counterpart in this MLP) against each departure undone alone, and the specification '
               '(all four undone: σ² weight, EDM\'s full σ range, one classifier step, one lr), reverse KL, the same seeds:',
               '', '| arm | against sf_rkl (default), KL σ 0.1 | KL σ 0.3 |', '|---|---|---|']
     for arm in ('sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1', 'sf_cls_lr_1x', 'sf_spec'):

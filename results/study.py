@@ -66,8 +66,14 @@ TIERS = {
         # the recipe arms too: the default changes only if it loses here as well as on Fashion-MNIST
         arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'sf_fkl', 'init_random', 'init_mapping', 'init_single_sigma',
                         'init_io_reinit', 'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1',
-                        'sf_cls_lr_1x'), B=('di', 'sf_rkl', 'sf_js')),
-        verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True)),
+                        'sf_cls_lr_1x', 'sf_cls_frozen_0'), B=('di', 'sf_rkl', 'sf_js')),
+        verifier=dict(ks=(2, 4, 8), rules=('resample', 'best'), seeds=(0, 1, 2), test_ref=True),
+        # what the records ran: the page says it while they predate the default (drop it once they are rerun)
+        records_note='**The score-free arms ran with the earlier default** (`score_free.py` at 00cdf84: the second '
+                     'classifier step on a fresh generated and real batch, every classifier weight trained). Today\'s '
+                     'default (the steps on the halves of one batch, all but the coarsest resolution frozen; '
+                     '[NOTES.md](NOTES.md#issue-47-the-lighter-ratio-network-candidates-on-branch-light-ratio)) '
+                     'was chosen on the Fashion-MNIST tier and has not run on this one.'),
     # Fashion-MNIST: the first tier whose samples a person recognises (issue: the CIFAR tier's teachers make blobs).
     # The teachers' FID is measured along their training (FID against minutes); each method's generator lr is chosen
     # by the same grid on teacher A with a seed kept out of the study (TUNE); precision and recall beside every FID.
@@ -82,7 +88,8 @@ TIERS = {
         teachers=dict(A=0, B=1), seeds=(0, 1, 2), per_class=200, fid_num=1000, device='cpu', long_kimg=48,
         # the recipe arms before the init arms: the recipe decides the default, the CIFAR tier already has claims 3-4
         arms_on=dict(A=('di', 'sf_rkl', 'sf_js', 'sf_spec', 'sf_weight_sigma2', 'sf_sigma_inf', 'sf_cls_steps_1',
-                        'sf_cls_lr_1x', 'init_random', 'init_mapping', 'init_single_sigma', 'init_io_reinit'),
+                        'sf_cls_lr_1x', 'sf_cls_frozen_0', 'init_random', 'init_mapping', 'init_single_sigma',
+                        'init_io_reinit'),
                      B=('di', 'sf_rkl', 'sf_js')),  # sf_fkl left out for the budget (the CIFAR tier has it)
         verifier=dict(ks=(4,), rules=('resample',), seeds=(0, 1, 2), test_ref=True)),
     # One device call of at most 10 minutes (no network, no Inception weights there): budgets in seconds, sized by
@@ -145,14 +152,16 @@ ARMS = {
     'init_single_sigma': ('4', 'scratch_init.py', ['--arms', 'single_sigma']),
     'init_io_reinit': ('4', 'scratch_init.py', ['--arms', 'io_reinit']),
     # The recipe: the specification's setting (σ² weight, EDM's full σ range, one classifier step at the generator's
-    # lr; the classifier's warm-up kept), then each departure of the default undone alone ({lr}: the generator's).
+    # lr, every classifier weight trained; the classifier's warm-up kept), then each departure of the default undone
+    # alone ({lr}: the generator's).
     # Score-free reverse KL on teacher A at score-free's lr, against sf_rkl (the default).
     'sf_spec': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--weight', 'sigma2', '--gen-sigma-max', 'inf',
-                                            '--cls-steps', '1', '--cls-lr', '{lr}']),
+                                            '--cls-steps', '1', '--cls-lr', '{lr}', '--cls-frozen-levels', '0']),
     'sf_weight_sigma2': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--weight', 'sigma2']),
     'sf_sigma_inf': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--gen-sigma-max', 'inf']),
     'sf_cls_steps_1': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--cls-steps', '1']),
     'sf_cls_lr_1x': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--cls-lr', '{lr}']),
+    'sf_cls_frozen_0': ('recipe', 'score_free.py', ['--divergence', 'rkl', '--cls-frozen-levels', '0']),
 }
 CLAIM2 = ('di', 'sf_rkl', 'sf_js', 'sf_fkl')
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # where the verifier's classifier is scored
@@ -818,6 +827,7 @@ def report(args):
                                                           'not tuned yet') +
          '; Diff-Instruct\'s fake score at its lr), training seeds ' + ', '.join(map(str, cfg['seeds'])) +
          f' (scratch_init arms: `{" ".join(flags(cfg, "init", budget))}` of pre-training first, as each uses).', '']
+    L += [cfg['records_note'], ''] if 'records_note' in cfg else []
     device = load_json(os.path.join(p['records'], 'device.json'))
     if budget and device:
         L += [f'**Sized on the device** ({device["name"]}, torch {device["torch"]}): results/bench.py measured the '

@@ -5,6 +5,7 @@ import copy
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -216,7 +217,8 @@ def test_score_free_trains_resumes_and_computes_fid(tiny_teacher, tiny_detector,
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f'{key}.{name} differs after resume'
     # refused resumes and the FID calls run in this process (the CLI's exit code 2 is SystemExit(2) here)
-    for other, key in ((['--divergence', 'js'], 'divergence'), (['--cls-init', 'random'], 'cls_init'),
+    for other, key in ((['--divergence', 'js'], 'divergence'),
+                       (['--cls-init', 'random', '--cls-frozen-levels', '0'], 'cls_init'),
                        (['--gen-sigma-max', 'inf'], 'gen_sigma_max')):  # a run started with σ ≤ 2, the spec's range
         with pytest.raises(SystemExit) as e:
             score_free.main([*args, '--total-kimg', '0.024', '--outdir', part, '--resume', 'auto', *other])
@@ -273,9 +275,12 @@ def test_score_free_runs_other_members_and_random_classifier(tiny_teacher, tmp_p
     data, teacher = tiny_teacher
     out = str(tmp_path / 'o')
     r = run_script('score_free.py', '--dataset', data, '--teacher', teacher, *SF, '--total-kimg', '0.008',
-                   '--divergence', divergence, '--cls-init', init, '--outdir', out)
+                   '--divergence', divergence, '--cls-init', init, '--outdir', out,
+                   *(['--cls-frozen-levels', '0'] if init == 'random' else []))
     assert r.returncode == 0, r.stderr
-    assert f'divergence {divergence}' in r.stdout and f'({init} init)' in r.stdout
+    assert f'divergence {divergence}' in r.stdout and f'({init} init, ' in r.stdout
+    total, trained = re.search(r'classifier ([\d.]+)M \(\w+ init, ([\d.]+)M trained\)', r.stdout).groups()
+    assert (total == trained) == (init == 'random')  # the teacher's encoder keeps all but its coarsest level
     ckpt = common.load_checkpoint(os.path.join(out, 'generator.pt'))
     cls = score_free.load_classifier(ckpt, torch.device('cpu'))
     for k, v in cls.state_dict().items():
@@ -296,6 +301,9 @@ def test_a_classifier_of_a_removed_option_is_refused_naming_the_commit_that_read
     (['--gen-sigma-max', '0'], '--gen-sigma-max, --cls-lr and --ema-halflife-kimg must be positive'),
     (['--weight', 'damped'], "argument --weight: invalid choice: 'damped'"),
     (['--cls-head', 'multi'], 'unrecognized arguments: --cls-head multi'),  # options that did not help are gone
+    (['--cls-init', 'random'], 'no teacher weights to keep: add --cls-frozen-levels 0'),
+    (['--cls-steps', '4', '--batch', '2', '--device', 'cpu'], 'process batches of --cls-steps 4 equal parts'),
+    (['--cls-steps', '3', '--batch', '8', '--device', 'cpu'], 'process batches of --cls-steps 3 equal parts'),
 ])
 def test_score_free_bad_flags(args, message, capsys):
     code, err = refused(score_free.main, args, capsys)
@@ -527,8 +535,7 @@ def test_generator_step_through_a_trained_classifier_lowers_its_fake_logit(train
 
 def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_teacher):
     """cls_steps = 1: G runs once per iteration; the classifier step trains on that x₀ (detached), then the
-    generator step goes through the updated classifier on the same x₀. Both networks change. With more
-    classifier steps, each further one draws a fresh generated batch without gradients, against fresh reals."""
+    generator step goes through the updated classifier on the same x₀. Both networks change."""
     torch.manual_seed(0)
     args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3', '--cls-lr', '1e-3', '--cls-steps', '1'])
     teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
@@ -541,20 +548,36 @@ def test_one_generator_pass_serves_the_classifier_and_the_generator_step(tiny_te
     stats = score_free.iteration(nets, amp, reals, 16, args)
     assert calls == [True] and stats.shape == (4,)
     assert not torch.equal(flat(nets.G), before_G) and not torch.equal(flat(nets.cls), before_cls)
-    args.cls_steps = 3
-    calls.clear()
-    seen_reals, real_step = [], score_free.classifier_step
+
+
+def test_classifier_steps_share_one_batch_and_one_generator_pass(tiny_teacher):
+    """The default's 2 classifier steps: one generator pass (with gradient), two classifier updates, the first on the
+    first half of that x₀ and of the real batch, the second on the other half; no further reals are drawn."""
+    torch.manual_seed(0)
+    args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3'])
+    assert args.cls_steps == 2
+    teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
+    data = common.load_image_folder(tiny_teacher[0])
+    reals, twin = (common.BatchSampler(data, 16, 'cpu', seed=0) for _ in range(2))
+    nets, amp = score_free.build_nets(teacher, args, torch.device('cpu')), common.Precision(torch.device('cpu'), 'fp32')
+    calls, seen, real_step = [], [], score_free.classifier_step
+    nets.G.register_forward_hook(lambda _m, _i, out: calls.append((torch.is_grad_enabled(), out.detach().clone())))
 
     def spy(nets_, amp_, fake, real, *rest):
-        seen_reals.append(real.clone())
+        seen.append((fake.detach().clone(), real.clone(), [q.detach().clone() for q in nets_.cls.parameters()]))
         return real_step(nets_, amp_, fake, real, *rest)
     score_free.classifier_step = spy
     try:
         score_free.iteration(nets, amp, reals, 16, args)
     finally:
         score_free.classifier_step = real_step
-    assert calls == [True, False, False]  # one pass with gradient, two no-grad samples for the extra steps
-    assert not torch.equal(seen_reals[0], seen_reals[1]) and not torch.equal(seen_reals[1], seen_reals[2])
+    assert [grad for grad, _ in calls] == [True] and len(seen) == 2
+    x0 = calls[0][1]  # the preconditioned net's output is x₀ here (σ_init, no noise added after it)
+    real = next(twin)[0]
+    assert torch.equal(seen[0][1], real[:8]) and torch.equal(seen[1][1], real[8:])
+    assert torch.allclose(seen[0][0], x0[:8]) and torch.allclose(seen[1][0], x0[8:])
+    assert any(not torch.equal(a, b) for a, b in zip(seen[0][2], seen[1][2]))  # an update between the two
+    assert torch.equal(next(reals)[0], next(twin)[0])  # the iteration drew one real batch, no more
 
 
 @pytest.mark.parametrize('hi', [2.0, 0.5, 20.0])
@@ -656,10 +679,10 @@ def test_the_normalized_generator_gradient_is_h_times_the_unit_rms_classifier_gr
 
 
 @pytest.mark.parametrize('script', ['score_free', 'diff_instruct'])
-def test_compile_serves_the_no_grad_samples_too(script, monkeypatch):
-    """With --compile 1 the samples drawn without gradients (score-free's fresh batch for its second classifier
-    step, Diff-Instruct's fake-score step) go through the compiled generator as well, not the eager one. Compiling
-    is stood in for by a module that records each call's grad mode (compiling costs a minute on this CPU)."""
+def test_compile_serves_every_generator_pass(script, monkeypatch):
+    """With --compile 1 every generator pass goes through the compiled generator, not the eager one: score-free's
+    one pass, and Diff-Instruct's samples drawn without gradients for its fake-score step as well. Compiling is
+    stood in for by a module that records each call's grad mode (compiling costs a minute on this CPU)."""
     class Compiled(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
@@ -680,12 +703,15 @@ def test_compile_serves_the_no_grad_samples_too(script, monkeypatch):
     teacher = common.build_net('tiny', 32, 3, 0, 0.13).eval().requires_grad_(False)
     calls = []  # every forward of the generator, through the stand-in or not
     if script == 'score_free':
-        args = score_free.parse_args(cpu)  # the default: two classifier steps, the second on fresh samples
+        args = score_free.parse_args(cpu)  # the default: two classifier steps on halves of one x₀
         nets = score_free.build_nets(teacher, args, device)
         nets.G.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
         nets.wrap(args.compile, device, 1)
         reals = iter(lambda: (torch.rand(2, 3, 32, 32) * 2 - 1, None), None)
         score_free.iteration(nets, amp, reals, 2, args)
+        assert isinstance(nets.G_train, Compiled) and nets.G_train.net is nets.G
+        assert calls == [True] and nets.G_train.grad_modes == calls
+        return
     else:
         args = diff_instruct.parse_args(cpu + ['--teacher', 'unused'])
         nets = diff_instruct.build_nets(teacher, args, device)
@@ -695,3 +721,39 @@ def test_compile_serves_the_no_grad_samples_too(script, monkeypatch):
     assert isinstance(nets.G_sample, Compiled) and nets.G_sample.net is nets.G and nets.G_train is nets.G_sample
     assert sorted(calls) == [False, True]  # one sampling pass without gradients, one generator step
     assert nets.G_sample.grad_modes == calls  # ... both through the compiled generator
+
+
+def test_frozen_levels_keep_the_teachers_weights_and_skip_their_backward(tiny_teacher):
+    """--cls-frozen-levels -1 (the default; the tiny teacher has two resolutions, so the finer one): the σ embedding and
+    that resolution's blocks keep the teacher's weights through a classifier and a generator step, the coarser blocks
+    and the head train, the generator still gets a gradient, and no backward pass runs through the frozen blocks in a
+    classifier step (it does with everything trained, 0)."""
+    teacher, _ = edm_import.load_teacher(tiny_teacher[1], torch.device('cpu'))
+    reals = common.BatchSampler(common.load_image_folder(tiny_teacher[0]), 8, 'cpu', seed=0)
+    amp = common.Precision(torch.device('cpu'), 'fp32')
+    for levels in (0, -1, 1):
+        torch.manual_seed(0)
+        args = score_free.parse_args(['--device', 'cpu', '--lr', '1e-3', '--cls-steps', '1',
+                                      '--cls-frozen-levels', str(levels)])
+        nets = score_free.build_nets(teacher, args, torch.device('cpu'))
+        top = int(next(iter(nets.cls.model.enc)).split('x')[0])
+        backward_calls = []
+        nets.cls.model.enc[f'{top}x{top}_block0'].register_full_backward_hook(lambda *_: backward_calls.append(1))
+        before = {k: v.clone() for k, v in nets.cls.state_dict().items()}
+        before_G = [q.detach().clone() for q in nets.G.parameters()]
+        score_free.iteration(nets, amp, reals, 8, args, train_G=False)
+        assert len(backward_calls) == (0 if levels else 2)  # the generated side, then the real side
+        score_free.iteration(nets, amp, reals, 8, args)
+        after = nets.cls.state_dict()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        fixed = {k for k in before if k.startswith('model.') and not k.startswith('model.enc.')
+                 or k.startswith(f'model.enc.{top}x{top}_')}
+        assert fixed and (not changed & fixed if levels else changed & fixed)
+        assert {'head.weight'} <= changed and any(k.startswith('model.enc.') and k not in fixed for k in changed)
+        assert any(not torch.equal(a, q) for a, q in zip(before_G, nets.G.parameters()))
+    for levels in (3, -2):
+        with pytest.raises(ValueError, match='the encoder has 2 resolutions'):
+            score_free.Classifier(teacher.config).freeze_levels(levels)
+    cls = score_free.Classifier(teacher.config)
+    cls.freeze_levels(0)  # 0 = the spec: nothing frozen, the embedding included
+    assert all(q.requires_grad for q in cls.parameters())

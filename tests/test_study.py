@@ -179,7 +179,7 @@ def test_jobs_run_claim_two_first_and_every_seed_of_every_arm():
     cfg = study.TIERS['cpu']
     jobs = study.jobs(cfg)
     assert jobs[:4] == [('A', 'di', 0), ('A', 'sf_rkl', 0), ('A', 'sf_js', 0), ('A', 'sf_fkl', 0)]
-    assert len(jobs) == len(set(jobs)) == 3 * (13 + 3)  # teacher A: every arm (the recipe's too); B: claim 2's three
+    assert len(jobs) == len(set(jobs)) == 3 * (14 + 3)  # teacher A: every arm (the recipe's too); B: claim 2's three
     assert ('B', 'sf_js', 2) in jobs and ('B', 'init_random', 0) not in jobs
 
 
@@ -206,11 +206,12 @@ def test_every_arm_command_parses_with_the_pilots_learning_rate_per_method():
             if method == 'diff_instruct':
                 assert args.fake_lr == args.lr
                 continue
-            recipe = (args.weight, args.gen_sigma_max, args.cls_steps, args.cls_lr)
+            recipe = (args.weight, args.gen_sigma_max, args.cls_steps, args.cls_lr, args.cls_frozen_levels)
             assert recipe == {  # the default, or the spec, or one departure undone (the classifier at the generator's lr)
-                'sf_spec': ('sigma2', math.inf, 1, args.lr), 'sf_weight_sigma2': ('sigma2', 2.0, 2, 1e-3),
-                'sf_sigma_inf': ('normalized', math.inf, 2, 1e-3), 'sf_cls_steps_1': ('normalized', 2.0, 1, 1e-3),
-                'sf_cls_lr_1x': ('normalized', 2.0, 2, args.lr)}.get(name, ('normalized', 2.0, 2, 1e-3)), (tier, name)
+                'sf_spec': ('sigma2', math.inf, 1, args.lr, 0), 'sf_weight_sigma2': ('sigma2', 2.0, 2, 1e-3, -1),
+                'sf_sigma_inf': ('normalized', math.inf, 2, 1e-3, -1), 'sf_cls_steps_1': ('normalized', 2.0, 1, 1e-3, -1),
+                'sf_cls_lr_1x': ('normalized', 2.0, 2, args.lr, -1), 'sf_cls_frozen_0': ('normalized', 2.0, 2, 1e-3, 0),
+            }.get(name, ('normalized', 2.0, 2, 1e-3, -1)), (tier, name)
 
 
 def test_fashion_mnist_tier_tunes_each_method_on_the_same_grid_and_reports_teachers_pr_and_recipe(tmp_path):
@@ -257,7 +258,8 @@ def test_fashion_mnist_tier_tunes_each_method_on_the_same_grid_and_reports_teach
     assert '- teacher A: 50 kimg 90.0 (5 min), 100 kimg 70.0 (10 min)' in page
     assert (out / 'study_fmnist' / 'teacher_minutes.png').is_file()
     assert '| 0.600 ± 0.100 (0.500, 0.600, 0.700) | 0.200 ± 0.000 (0.200, 0.200, 0.200) |' in page  # precision, recall
-    assert '| sf_spec | `--divergence rkl --weight sigma2 --gen-sigma-max inf --cls-steps 1 --cls-lr 1e-5` | ' \
+    assert '| sf_spec | `--divergence rkl --weight sigma2 --gen-sigma-max inf --cls-steps 1 --cls-lr 1e-5 ' \
+           '--cls-frozen-levels 0` | ' \
            '89.0 ± 1.0 (90.0, 89.0, 88.0) | better (difference 12.0 ± SE 0.8) |' in page
     assert '| 99.0 ± – (99.0) | not decidable (fewer than two seeds a side) (difference' in page
     assert '| sf_cls_steps_1 |' in page and 'no difference beyond 2 SE (difference -1.0 ± SE 1.3) |' in page
