@@ -994,7 +994,8 @@ def recipe_section(runs, budget_kimg, metric, lr):
          'by the study\'s rule with f = 1 (a difference beyond twice its standard error). Every arm trains at '
          'score-free\'s generator lr, chosen for the default, and is not tuned again: Adam\'s step hardly depends on '
          'the scale of the loss, so the weights differ in how they spread the update over σ and images, not in its '
-         'size. Recall beside each FID is in the table above.', '',
+         'size. Recall beside each FID is in the table above. The same arms where every score is known, and why the two '
+         'readings differ: [NOTES.md](NOTES.md), the Fashion-MNIST tier.', '',
          '| arm | flags | ' + metric + ' | against the default |', '|---|---|---|---|',
          f'| sf_rkl (default) | | {cell(default)} | |']
     for a in arms:
