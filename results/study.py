@@ -901,9 +901,14 @@ def report(args):
     long = {f'{a} ({t})': [(x, y, y, y) for x, y in r['curve']] for t in cfg['teachers'] for a in ('di', 'sf_rkl')
             for s, r in runs.get(t, {}).get(a, {}).items() if cfg['long_kimg'] and s == cfg['seeds'][0] and r['curve']
             and r['curve'][-1][0] > budget_kimg}
+    noise = runs.get('A', {}).get('sf_rkl', {}).get(cfg['seeds'][0], {})
+    sets = sorted((k for k in noise.get('fid', {}) if k.startswith('noise_seeds')), key=lambda k: int(k[11:]))
+    noise_vals = [at(noise['curve'], budget_kimg)] + [noise['fid'][k] for k in sets] if sets else []
     if long:
         L += [f'## The longer pairs (seed 0, to {cfg["long_kimg"]:g} kimg): FID against images and training time', '',
-              'Training time: the progress lines\' seconds (and score-free\'s classifier warm-up), FID time left out.', '']
+              'Training time: the progress lines\' seconds (and score-free\'s classifier warm-up), FID time left out. '
+              'A curve has flattened when its last third of the images moved its FID by no more than twice the '
+              'metric\'s own noise (the sd below).', '']
         plot_curves(long, os.path.join(figs, 'long_kimg.png'), 'generator kimg')
         plot_curves({n: [(t / 60, y, y, y) for t, y in runs[n.split(' (')[1][:-1]][n.split(' ')[0]][cfg['seeds'][0]]['seconds']]
                      for n in long}, os.path.join(figs, 'long_minutes.png'), 'training minutes (FID time excluded)')
@@ -911,13 +916,16 @@ def report(args):
         for n in long:
             t, a = n.split(' (')[1][:-1], n.split(' ')[0]
             r = runs[t][a][cfg['seeds'][0]]
+            third = next(v for k, v in r['curve'] if k >= 2 * r['curve'][-1][0] / 3 - 0.5)
+            moved = r['curve'][-1][1] - third
+            flat = ('' if None in noise_vals[:1] or len(noise_vals) < 2 else
+                    '; flattened' if abs(moved) <= 2 * mean_sd(noise_vals)[1] else '; **not flattened**')
             L.append(f'- {n}: ' + ', '.join(f'{k:g} kimg {v:.1f} ({s / 60:.0f} min)'
-                                              for (k, v), (s, _) in zip(r['curve'], r['seconds'])))
+                                              for (k, v), (s, _) in zip(r['curve'], r['seconds']))
+                     + f' (last third {moved:+.1f}{flat})')
         L.append('')
-    noise = runs.get('A', {}).get('sf_rkl', {}).get(cfg['seeds'][0], {})
-    sets = sorted((k for k in noise.get('fid', {}) if k.startswith('noise_seeds')), key=lambda k: int(k[11:]))
-    if sets and at(noise['curve'], budget_kimg) is not None:
-        vals = [at(noise['curve'], budget_kimg)] + [noise['fid'][k] for k in sets]
+    if sets and noise_vals[0] is not None:
+        vals = noise_vals
         L += ['## The metric\'s own noise', '', f'One generator (sf_rkl, teacher A, seed 0, at {budget_kimg:g} kimg), '
               f'{metric} of three disjoint sets of sample seeds (from 0, ' + ', '.join(k[11:] for k in sets) +
               f'): {cell(vals, 2)}.', '']

@@ -82,7 +82,7 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     os.makedirs(rec / 'A' / 'sf_rkl' / 'seed0' / 'accuracy')
     json.dump({f'{s:g}': {'acc_fake': 0.9, 'acc_real': 0.6} for s in (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)},
               open(rec / 'A' / 'sf_rkl' / 'seed0' / 'accuracy' / '16kimg.json', 'w'))
-    fake_run(rec / 'B' / 'sf_rkl' / 'seed0', sf[0], seed=9)  # its classifier, beside teacher A's
+    fake_run(rec / 'B' / 'sf_rkl' / 'seed0', sf[0] + [(32, 190.0), (48, 187.0)], seed=9)  # classifier beside A's
     os.makedirs(rec / 'B' / 'sf_rkl' / 'seed0' / 'accuracy')
     json.dump({f'{s:g}': {'acc_fake': 0.7, 'acc_real': 0.4} for s in (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)},
               open(rec / 'B' / 'sf_rkl' / 'seed0' / 'accuracy' / '16kimg.json', 'w'))
@@ -111,7 +111,8 @@ def test_report_aggregates_seeds_and_applies_the_rules(tmp_path):
     assert 'Not (yet) finished on teacher A: sf_js seed 0,' in page
     # the longer pair, the metric's noise (the run's own point and two more seed sets), the verifier's tables
     assert '- sf_rkl (A): 0 kimg 380.0 (0 min), 8 kimg 260.0 (4 min), 16 kimg 205.0 (8 min), 32 kimg 190.0 (16 min), ' \
-           '48 kimg 185.0 (24 min)' in page
+           '48 kimg 185.0 (24 min) (last third -5.0; **not flattened**)' in page  # moved more than 2 × the sd 2.0
+    assert '48 kimg 187.0 (24 min) (last third -3.0; flattened)' in page
     assert 'from 0, 1000, 2000): 205.00 ± 2.00 (205.00, 207.00, 203.00)' in page
     assert '| resample, σ 0.1 | 260.0 ± 5.0 (260.0, 265.0, 255.0) | 206.0 ± – (206.0) | 204.0 ± – (204.0) |' in page
     # paired: seed 0's k = 4 at 8 kimg is 200 − 4 + 8 = 204 against its plain 260
