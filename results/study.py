@@ -916,6 +916,7 @@ def report(args):
         for n in long:
             t, a = n.split(' (')[1][:-1], n.split(' ')[0]
             r = runs[t][a][cfg['seeds'][0]]
+            # the first FID point at two thirds of the run (ticks land a little past whole kimg, hence the slack)
             third = next(v for k, v in r['curve'] if k >= 2 * r['curve'][-1][0] / 3 - 0.5)
             moved = r['curve'][-1][1] - third
             flat = ('' if None in noise_vals[:1] or len(noise_vals) < 2 else
@@ -925,10 +926,9 @@ def report(args):
                      + f' (last third {moved:+.1f}{flat})')
         L.append('')
     if sets and noise_vals[0] is not None:
-        vals = noise_vals
         L += ['## The metric\'s own noise', '', f'One generator (sf_rkl, teacher A, seed 0, at {budget_kimg:g} kimg), '
               f'{metric} of three disjoint sets of sample seeds (from 0, ' + ', '.join(k[11:] for k in sets) +
-              f'): {cell(vals, 2)}.', '']
+              f'): {cell(noise_vals, 2)}.', '']
     L += recipe_section(runs, budget_kimg, metric, (lrs or {}).get('score_free', '?'))
     L += verifier_section(runs, cfg, budget_kimg, metric)
     L += accuracy_section(runs)
